@@ -1,0 +1,164 @@
+"""Projected gradient descent: the one attack core that training and evaluation share.
+
+Conventions (see ../shared/ALGORITHMS.md for why each matters):
+
+* Inputs are raw pixels in ``pixel_range`` (``(0, 1)`` everywhere in this package); the model
+  normalises inside itself, so ``eps`` and ``step_size`` are in the same units as the pixels.
+* ``logits_fn`` must run the model in inference mode (``training=False``): calling batch
+  norm with ``training=True`` inside the loop would pollute its moving statistics.
+* Labels are the true labels for untargeted attacks and the target labels for targeted ones.
+* Projection clips once per step to ``[max(x - eps, lo), min(x + eps, hi)]`` (L-inf), or
+  rescales to the L2 ball and then clips to the pixel range (clipping toward ``x`` can only
+  shrink an L2 perturbation, so the result stays in the ball).
+* The gradient is taken from the *sum* of per-example losses, not the mean: in float16 a mean
+  over a large batch divides each example's gradient by B and it can underflow to zero. The
+  step uses only the sign (L-inf) or the direction (L2), so the scale does not matter otherwise.
+* The random start is uniform in the eps ball (Madry et al.), clipped to the pixel range; it is
+  on by default. FGSM is the one-step, no-random-start, ``step_size == eps`` case.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+NORMS = ("linf", "l2")
+LOSSES = ("ce", "margin")
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDConfig:
+    """Settings of one PGD attack.
+
+    Args:
+        eps: radius of the perturbation ball, in pixel units (``8/255`` for CIFAR-10).
+        step_size: size of one step, in pixel units.
+        steps: number of gradient steps; 1 with ``step_size=eps`` and no random start is FGSM.
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: start from a uniform point in the eps ball instead of the input.
+        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (Carlini-Wagner logit margin).
+        targeted: move toward the given labels instead of away from them.
+    """
+
+    eps: float
+    step_size: float
+    steps: int
+    norm: str = "linf"
+    random_start: bool = True
+    loss: str = "ce"
+    targeted: bool = False
+
+    def __post_init__(self):
+        if not self.eps > 0:
+            raise ValueError(f"`eps` must be positive. Received: eps={self.eps}")
+        if not self.step_size > 0:
+            raise ValueError(f"`step_size` must be positive. Received: step_size={self.step_size}")
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise ValueError(f"`steps` must be a positive integer. Received: steps={self.steps}")
+        if self.norm not in NORMS:
+            raise ValueError(f"`norm` must be one of {NORMS}. Received: norm={self.norm!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {LOSSES}. Received: loss={self.loss!r}")
+
+    @classmethod
+    def fgsm(cls, eps, norm="linf"):
+        return cls(eps=eps, step_size=eps, steps=1, norm=norm, random_start=False)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def cross_entropy(labels, logits):
+    """Per-example cross-entropy of integer labels."""
+    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+def margin(labels, logits):
+    """Per-example Carlini-Wagner margin ``max_{j != y} z_j - z_y``: positive when misclassified."""
+    num_classes = tf.shape(logits)[-1]
+    one_hot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=logits.dtype)
+    true_logit = tf.reduce_sum(one_hot * logits, axis=-1)
+    # Push the true class far down so it cannot win the max over the others.
+    other_best = tf.reduce_max(logits - one_hot * 1e9, axis=-1)
+    return other_best - true_logit
+
+
+def objective(config, labels):
+    """The per-example quantity PGD *increases*, built from ``config.loss`` and the labels."""
+    if config.loss == "ce":
+        base = cross_entropy
+    else:
+        base = margin
+    if config.targeted:
+        # Toward the target: lower its cross-entropy, or make the target win the margin.
+        return lambda logits: -base(labels, logits)
+    return lambda logits: base(labels, logits)
+
+
+def _per_example_norm(v):
+    return tf.sqrt(tf.reduce_sum(tf.square(v), axis=list(range(1, v.shape.rank)), keepdims=True))
+
+
+def _random_start(x, config, seed):
+    if config.norm == "linf":
+        return keras.random.uniform(tf.shape(x), -config.eps, config.eps, seed=seed)
+    # Uniform in the L2 ball: a Gaussian direction times eps * u^(1/d).
+    direction = keras.random.normal(tf.shape(x), seed=seed)
+    direction /= _per_example_norm(direction) + 1e-12
+    dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    radius = keras.random.uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), seed=seed)
+    return direction * config.eps * radius ** (1.0 / dims)
+
+
+def _project(x_adv, x, config, lo, hi):
+    if config.norm == "linf":
+        return tf.clip_by_value(x_adv, tf.maximum(x - config.eps, lo), tf.minimum(x + config.eps, hi))
+    delta = x_adv - x
+    factor = tf.minimum(1.0, config.eps / (_per_example_norm(delta) + 1e-12))
+    return tf.clip_by_value(x + delta * factor, lo, hi)
+
+
+def _ascent_direction(grad, norm):
+    if norm == "linf":
+        return tf.sign(grad)
+    return grad / (_per_example_norm(grad) + 1e-12)
+
+
+def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
+    """Returns adversarial examples that increase ``loss_fn(logits_fn(x_adv))``.
+
+    Args:
+        logits_fn: callable from a batch of pixels to logits, in inference mode.
+        x: float32 batch of pixels in ``pixel_range``.
+        loss_fn: callable from logits to a per-example loss to increase. ``objective(config,
+            labels)`` builds the usual ones; TRADES passes its KL term.
+        config: a ``PGDConfig``.
+        pixel_range: ``(lo, hi)`` of valid pixels.
+        seed: int, ``keras.random.SeedGenerator`` or None, for the random start.
+    """
+    lo, hi = pixel_range
+    x = tf.stop_gradient(tf.convert_to_tensor(x, tf.float32))
+    x_adv = x
+    if config.random_start:
+        x_adv = tf.clip_by_value(x + _random_start(x, config, seed), lo, hi)
+
+    def step(i, x_adv):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            logits = tf.cast(logits_fn(x_adv), tf.float32)
+            loss = tf.reduce_sum(loss_fn(logits))
+        grad = tape.gradient(loss, x_adv)
+        x_adv = x_adv + config.step_size * _ascent_direction(grad, config.norm)
+        return i + 1, tf.stop_gradient(_project(x_adv, x, config, lo, hi))
+
+    # A while_loop, not a Python loop: evaluation runs hundreds of steps and autograph is off
+    # inside Keras' train_step, so the loop must be built explicitly.
+    _, x_adv = tf.while_loop(
+        lambda i, _: i < config.steps, step, (tf.constant(0), x_adv), parallel_iterations=1
+    )
+    return x_adv
+
+
+def attack(logits_fn, x, labels, config, *, pixel_range=(0.0, 1.0), seed=None):
+    """PGD with the loss named in ``config`` against ``labels`` (true labels unless targeted)."""
+    return pgd(logits_fn, x, objective(config, labels), config, pixel_range=pixel_range, seed=seed)

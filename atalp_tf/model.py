@@ -1,0 +1,230 @@
+"""The adversarially trained classifier: a Keras model whose ``train_step`` makes PGD examples.
+
+``method`` selects the training objective (B is the global batch, every term a mean over it):
+
+=========  ==================================================================================
+standard   CE(f(x), y)
+pat        CE(f(x_adv), y)                                        Madry et al. PGD training
+alp        CE(f(x_adv), y) + alpha * LP(x, x_adv)                 adversarial logit pairing
+at         CE(f(x_adv), y) + beta * AT(x, x_adv)                  attention pairing alone
+at_alp     CE(f(x_adv), y) + alpha * LP(x, x_adv) + beta * AT     Li et al. 2022
+trades     CE(f(x), y) + trades_beta * KL(f(x) || f(x_adv))       Zhang et al. 2019
+=========  ==================================================================================
+
+LP and AT are defined in ``atalp_tf.losses``. For the pairing methods and TRADES the clean and
+adversarial halves go through the network as one batch of 2B in training mode, as in Kannan et
+al.'s ALP, so batch norm sees one set of statistics per step. PAT trains on the adversarial
+batch alone, as Madry et al. do. The attack always runs with ``training=False``.
+"""
+
+import keras
+import tensorflow as tf
+
+from atalp_tf import attacks
+from atalp_tf import losses
+from atalp_tf.backbones import STAGES
+from atalp_tf.choices import METHODS
+
+_PAIRED = ("alp", "at", "at_alp", "trades")
+
+
+def _attack_config(value, name):
+    if value is None or isinstance(value, attacks.PGDConfig):
+        return value
+    if isinstance(value, dict):
+        return attacks.PGDConfig(**value)
+    raise TypeError(f"`{name}` must be a PGDConfig, a dict or None. Received: {name}={value!r}")
+
+
+@keras.saving.register_keras_serializable(package="atalp_tf")
+class RobustClassifier(keras.Model):
+    """Wraps a multi-output backbone (``atalp_tf.backbones``) and trains it adversarially.
+
+    Calling the model returns logits. ``train_step`` attacks with ``train_attack`` and
+    minimises the loss of ``method``; ``test_step`` reports clean accuracy and accuracy under
+    ``eval_attack`` (PGD against the true labels).
+
+    Args:
+        backbone: functional model returning a dict with ``logits`` and ``conv2``..``conv5``.
+        method: one of ``METHODS``.
+        alpha: weight of logit pairing (``alp``, ``at_alp``).
+        beta: weight of attention pairing (``at``, ``at_alp``).
+        trades_beta: weight of the KL term (``trades``); 6 in Zhang et al.
+        train_attack: ``PGDConfig`` (or its dict) for training; required unless ``standard``.
+        eval_attack: ``PGDConfig`` for ``evaluate``; defaults to ``train_attack``.
+        seed: seed of the attacks' random starts.
+    """
+
+    def __init__(
+        self,
+        backbone,
+        method="at_alp",
+        alpha=0.5,
+        beta=1.0,
+        trades_beta=6.0,
+        train_attack=None,
+        eval_attack=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
+        for weight_name, weight in (("alpha", alpha), ("beta", beta), ("trades_beta", trades_beta)):
+            if weight < 0:
+                raise ValueError(f"`{weight_name}` must be >= 0. Received: {weight_name}={weight}")
+        train_attack = _attack_config(train_attack, "train_attack")
+        eval_attack = _attack_config(eval_attack, "eval_attack") or train_attack
+        if method != "standard" and train_attack is None:
+            raise ValueError(f"method={method!r} trains on adversarial examples: pass `train_attack`")
+        missing = {"logits", *STAGES} - set(backbone.output.keys() if isinstance(backbone.output, dict) else ())
+        if missing:
+            raise ValueError(
+                "`backbone` must return a dict with 'logits' and the stages "
+                f"{STAGES}; missing {sorted(missing)}"
+            )
+        self.backbone = backbone
+        # Everything with weights lives in the already-built backbone; without this flag
+        # Keras refuses to export a model that `fit` used but never called.
+        self.built = True
+        self.method = method
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.trades_beta = float(trades_beta)
+        self.train_attack = train_attack
+        self.eval_attack = eval_attack
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "ce", "logit_pairing", "attention_pairing", "trades_kl")
+        }
+        self._trackers["clean_accuracy"] = keras.metrics.SparseCategoricalAccuracy("clean_accuracy")
+        self._trackers["adv_accuracy"] = keras.metrics.SparseCategoricalAccuracy("adv_accuracy")
+        self._trackers["pgd_accuracy"] = keras.metrics.SparseCategoricalAccuracy("pgd_accuracy")
+
+    def call(self, inputs, training=False):
+        return self.backbone(inputs, training=training)["logits"]
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _inference_logits(self, images):
+        return self.backbone(images, training=False)["logits"]
+
+    def adversarial_examples(self, images, labels, config):
+        """PGD examples for this batch, with the objective the method trains against."""
+        if self.method == "trades":
+            # TRADES maximises the KL to the clean prediction, not the cross-entropy.
+            clean = tf.stop_gradient(self._inference_logits(images))
+            loss_fn = lambda logits: losses.trades_kl(clean, logits)  # noqa: E731
+            # The clean point has zero KL gradient, so TRADES starts from x + 0.001 * N(0, 1).
+            start = images + 0.001 * keras.random.normal(tf.shape(images), seed=self.seed_generator)
+            return attacks.pgd(
+                self._inference_logits,
+                tf.clip_by_value(start, 0.0, 1.0),
+                loss_fn,
+                config,
+                seed=self.seed_generator,
+            )
+        return attacks.attack(self._inference_logits, images, labels, config, seed=self.seed_generator)
+
+    def _per_example_losses(self, images, labels, adv_images, training):
+        """Dict of per-example loss terms and the logits they came from."""
+        if self.method == "standard":
+            logits = self.backbone(images, training=training)["logits"]
+            ce = attacks.cross_entropy(labels, logits)
+            return {"loss": ce, "ce": ce}, {"clean": logits}
+        if self.method == "pat":
+            logits = self.backbone(adv_images, training=training)["logits"]
+            ce = attacks.cross_entropy(labels, logits)
+            return {"loss": ce, "ce": ce}, {"adv": logits}
+
+        outputs = self.backbone(tf.concat([images, adv_images], axis=0), training=training)
+        clean, adv = {}, {}
+        for key, value in outputs.items():
+            clean[key], adv[key] = tf.split(value, 2, axis=0)
+        if self.method == "trades":
+            ce = attacks.cross_entropy(labels, clean["logits"])
+            kl = losses.trades_kl(clean["logits"], adv["logits"])
+            terms = {"loss": ce + self.trades_beta * kl, "ce": ce, "trades_kl": kl}
+            return terms, {"clean": clean["logits"], "adv": adv["logits"]}
+
+        ce = attacks.cross_entropy(labels, adv["logits"])
+        terms = {"ce": ce}
+        total = ce
+        if self.method in ("alp", "at_alp"):
+            terms["logit_pairing"] = losses.logit_pairing(clean["logits"], adv["logits"])
+            total += self.alpha * terms["logit_pairing"]
+        if self.method in ("at", "at_alp"):
+            terms["attention_pairing"] = losses.attention_pairing(
+                [clean[s] for s in STAGES], [adv[s] for s in STAGES]
+            )
+            total += self.beta * terms["attention_pairing"]
+        terms["loss"] = total
+        return terms, {"clean": clean["logits"], "adv": adv["logits"]}
+
+    def _update_metrics(self, terms, labels, logits):
+        for name, values in terms.items():
+            self._trackers[name].update_state(values)
+        for kind, value in logits.items():
+            self._trackers[f"{kind}_accuracy"].update_state(labels, value)
+        names = list(terms) + [f"{kind}_accuracy" for kind in logits]
+        return {name: self._trackers[name].result() for name in names}
+
+    def train_step(self, data):
+        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError("RobustClassifier does not support sample weights")
+        adv_images = None
+        if self.method != "standard":
+            adv_images = self.adversarial_examples(images, labels, self.train_attack)
+
+        with tf.GradientTape() as tape:
+            terms, logits = self._per_example_losses(images, labels, adv_images, training=True)
+            # Divide by the *global* batch: under tf.distribute the replicas' gradients are
+            # summed, so this is the mean over all examples on any number of devices.
+            loss = tf.nn.compute_average_loss(terms["loss"])
+            if self.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+            # Without scale_loss a mixed_float16 run updates the weights 32768x too little.
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_metrics(terms, labels, logits)
+
+    def test_step(self, data):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        logits = self._inference_logits(images)
+        ce = attacks.cross_entropy(labels, logits)
+        results = {"loss": ce}
+        predictions = {"clean": logits}
+        if self.eval_attack is not None:
+            adv_images = attacks.attack(
+                self._inference_logits, images, labels, self.eval_attack, seed=self.seed_generator
+            )
+            predictions["pgd"] = self._inference_logits(adv_images)
+        return self._update_metrics(results, labels, predictions)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "method": self.method,
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "trades_beta": self.trades_beta,
+                "train_attack": self.train_attack and self.train_attack.to_dict(),
+                "eval_attack": self.eval_attack and self.eval_attack.to_dict(),
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

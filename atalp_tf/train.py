@@ -1,0 +1,218 @@
+r"""Train a robust classifier: ``python -m atalp_tf.train --flagfile=flags/NAME.cfg``.
+
+Every flag is validated before TensorFlow is imported, so a mistake fails at once with a
+message that names the flag. Pixel quantities (``--eps``, ``--step_size``) are in the [0, 1]
+pixel range and take fractions: ``--eps=8/255``.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from atalp_tf import choices
+from atalp_tf.flag_types import DEFINE_pixel_value
+from atalp_tf.flag_types import describe_pixels
+
+
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", None, "Directory for checkpoints, TensorBoard logs and the export.", required=True
+)
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace the run already in --model_dir (its files are lost)."
+)
+_DATASET = flags.DEFINE_enum("dataset", "digits", choices.DATASETS, "Dataset to train on.")
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", 0, "Resize images to this square side; 0 keeps the native size.", lower_bound=0
+)
+
+_ARCHITECTURE = flags.DEFINE_enum("architecture", "resnet18", choices.ARCHITECTURES, "Backbone.")
+_WIDTH = flags.DEFINE_integer(
+    "width", 64, "Channels of resnet18's first stage (64 is standard).", lower_bound=1
+)
+_WEIGHTS = flags.DEFINE_string(
+    "weights",
+    "none",
+    "'none', 'imagenet' (keras.applications ResNets, downloaded on first use), or the path "
+    "of a weights file of the headless network.",
+)
+_SYNC_BN = flags.DEFINE_bool(
+    "sync_batchnorm", False, "Share resnet18's batch statistics across replicas."
+)
+
+_METHOD = flags.DEFINE_enum("method", "at_alp", choices.METHODS, "Training objective.")
+_ALPHA = flags.DEFINE_float("alpha", 0.5, "Weight of logit pairing.", lower_bound=0.0)
+_BETA = flags.DEFINE_float("beta", 1.0, "Weight of attention pairing.", lower_bound=0.0)
+_TRADES_BETA = flags.DEFINE_float("trades_beta", 6.0, "Weight of TRADES' KL.", lower_bound=0.0)
+
+_EPS = DEFINE_pixel_value("eps", "8/255", "Training perturbation size (L-inf or L2).")
+_STEP_SIZE = DEFINE_pixel_value("step_size", "2/255", "Training PGD step size.")
+_ATTACK_STEPS = flags.DEFINE_integer("attack_steps", 7, "Training PGD steps.", lower_bound=1)
+_NORM = flags.DEFINE_enum("norm", "linf", ("linf", "l2"), "Perturbation norm.")
+_RANDOM_START = flags.DEFINE_bool("random_start", True, "Start PGD at a random point in the ball.")
+_ATTACK_LOSS = flags.DEFINE_enum("attack_loss", "ce", ("ce", "margin"), "Training PGD loss.")
+_EVAL_EPS = DEFINE_pixel_value("eval_eps", None, "PGD eps for validation and test (default --eps).")
+_EVAL_STEP_SIZE = DEFINE_pixel_value(
+    "eval_step_size", None, "PGD step for validation and test (default eval eps / 4)."
+)
+_EVAL_STEPS = flags.DEFINE_integer("eval_steps", 20, "PGD steps for validation and test.", lower_bound=1)
+
+_EPOCHS = flags.DEFINE_integer("epochs", 100, "Training epochs.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 128, "Global batch size, split across replicas.", lower_bound=1
+)
+_OPTIMIZER = flags.DEFINE_enum("optimizer", "sgd", ("sgd", "adamw"), "Optimizer.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate.", lower_bound=0.0)
+_MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
+_WEIGHT_DECAY = flags.DEFINE_float(
+    "weight_decay", 5e-4, "Decoupled weight decay (w -= lr * wd * w).", lower_bound=0.0
+)
+_SCHEDULE = flags.DEFINE_enum(
+    "schedule", "cosine", ("cosine", "step", "constant"), "Learning-rate schedule."
+)
+_LR_BOUNDARIES = flags.DEFINE_list(
+    "lr_boundaries", [], "Epochs at which the step schedule multiplies the rate by --lr_decay."
+)
+_LR_DECAY = flags.DEFINE_float("lr_decay", 0.1, "Factor of the step schedule.", lower_bound=0.0)
+
+_PRECISION = flags.DEFINE_enum(
+    "precision", "float32", choices.PRECISIONS, "Keras dtype policy."
+)
+_STRATEGY = flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    choices.STRATEGIES,
+    "auto: MirroredStrategy over the visible GPUs, or the default strategy without any.",
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of weights, data split, shuffling and attacks.")
+_VERBOSE = flags.DEFINE_enum(
+    "verbose", "auto", ("auto", "0", "1", "2"), "Keras fit verbosity: 1 is a progress bar."
+)
+
+
+@flags.validator("weights", "--weights must be 'none', 'imagenet' or an existing file")
+def _check_weights(value):
+    return value in ("none", "imagenet") or os.path.isfile(value)
+
+
+@flags.multi_flags_validator(
+    ["weights", "architecture"],
+    "--weights=imagenet needs --architecture=resnet50, resnet101 or resnet152; resnet18 trains "
+    "from scratch",
+)
+def _check_pretrained(values):
+    return values["weights"] == "none" or values["architecture"] != "resnet18"
+
+
+@flags.validator("lr_boundaries", "--lr_boundaries must be increasing positive epoch numbers")
+def _check_boundaries(value):
+    try:
+        epochs = [int(v) for v in value]
+    except ValueError:
+        return False
+    return epochs == sorted(set(epochs)) and all(e > 0 for e in epochs)
+
+
+@flags.multi_flags_validator(
+    ["schedule", "lr_boundaries"], "--schedule=step needs --lr_boundaries, e.g. 100,150"
+)
+def _check_step_schedule(values):
+    return values["schedule"] != "step" or bool(values["lr_boundaries"])
+
+
+@flags.validator("model_dir", "--model_dir must be a directory path, not an existing file")
+def _check_model_dir(value):
+    return value is None or not os.path.isfile(value)
+
+
+@flags.multi_flags_validator(
+    ["model_dir", "overwrite"],
+    "--model_dir already holds a run (checkpoints, model.keras, export or results.json): "
+    "choose another directory, or pass --overwrite to replace it",
+)
+def _check_no_clobber(values):
+    if values["overwrite"] or not values["model_dir"]:
+        return True
+    return not any(
+        os.path.exists(os.path.join(values["model_dir"], name)) for name in choices.RUN_ARTIFACTS
+    )
+
+
+def _config_from_flags():
+    from atalp_tf.attacks import PGDConfig
+    from atalp_tf.training import TrainConfig
+
+    common = dict(norm=_NORM.value, random_start=_RANDOM_START.value)
+    train_attack = None
+    if _METHOD.value != "standard":
+        train_attack = PGDConfig(
+            _EPS.value, _STEP_SIZE.value, _ATTACK_STEPS.value, loss=_ATTACK_LOSS.value, **common
+        )
+    eval_eps = _EVAL_EPS.value or _EPS.value
+    eval_attack = PGDConfig(
+        eval_eps, _EVAL_STEP_SIZE.value or eval_eps / 4, _EVAL_STEPS.value, **common
+    )
+    return TrainConfig(
+        model_dir=_MODEL_DIR.value,
+        dataset=_DATASET.value,
+        image_size=_IMAGE_SIZE.value or None,
+        architecture=_ARCHITECTURE.value,
+        width=_WIDTH.value,
+        weights=None if _WEIGHTS.value == "none" else _WEIGHTS.value,
+        method=_METHOD.value,
+        alpha=_ALPHA.value,
+        beta=_BETA.value,
+        trades_beta=_TRADES_BETA.value,
+        train_attack=train_attack,
+        eval_attack=eval_attack,
+        epochs=_EPOCHS.value,
+        batch_size=_BATCH_SIZE.value,
+        optimizer=_OPTIMIZER.value,
+        learning_rate=_LEARNING_RATE.value,
+        momentum=_MOMENTUM.value,
+        weight_decay=_WEIGHT_DECAY.value,
+        schedule=_SCHEDULE.value,
+        lr_boundaries=tuple(int(b) for b in _LR_BOUNDARIES.value),
+        lr_decay=_LR_DECAY.value,
+        precision=_PRECISION.value,
+        strategy=_STRATEGY.value,
+        synchronized_bn=_SYNC_BN.value,
+        seed=_SEED.value,
+        overwrite=_OVERWRITE.value,
+        verbose=_VERBOSE.value if _VERBOSE.value == "auto" else int(_VERBOSE.value),
+    )
+
+
+def _print_summary(results, eval_attack):
+    attack = (
+        f"PGD-{eval_attack.steps} {eval_attack.norm} eps={describe_pixels(eval_attack.eps)} "
+        f"step={describe_pixels(eval_attack.step_size)}"
+    )
+    print(f"\nTest set ({results['split_sizes']['test']} images), {attack}:")
+    print(f"  {'model':<6} {'clean acc':>10} {'PGD acc':>10}")
+    for name in ("last", "best"):
+        scores = results[f"test_{name}"]
+        print(f"  {name:<6} {scores['clean_accuracy']:>10.4f} {scores['pgd_accuracy']:>10.4f}")
+    print(f"Model:  {results['model_path']}")
+    print(f"Export: {results['export_dir']}  (signature serving_default: images -> "
+          "probabilities, class_ids)")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # TensorFlow's INFO lines (oneDNN, CUDA probing, SavedModel internals) bury the progress
+    # bar; --verbosity=0 or TF_CPP_MIN_LOG_LEVEL=0 bring them back.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    config = _config_from_flags()
+    from atalp_tf import training
+
+    results = training.run(config)
+    _print_summary(results, config.eval_attack)
+
+
+if __name__ == "__main__":
+    app.run(main)

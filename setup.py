@@ -1,0 +1,28 @@
+"""atalp_tf: adversarial training with attention and logit pairing, in Keras 3."""
+
+import setuptools
+
+setuptools.setup(
+    name="atalp_tf",
+    version="0.1.0",
+    description="Adversarially robust image classifiers: AT + ALP and its baselines in Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["atalp_tf", "atalp_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15",
+        "absl-py>=2.1",
+        # TensorFlow 2.21 no longer installs TensorBoard; the trainer writes its logs.
+        "tensorboard>=2.20",
+        "numpy>=1.26",
+        # The quickstart's offline dataset (handwritten digits) ships inside scikit-learn.
+        "scikit-learn>=1.5",
+    ],
+    extras_require={
+        "plots": ["matplotlib>=3.8"],
+        "tfds": ["tensorflow-datasets>=4.9"],
+        "test": ["pytest>=8"],
+    },
+)
