@@ -143,7 +143,8 @@ def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
         x_adv = tf.clip_by_value(x + _random_start(x, config, seed), lo, hi)
 
     def step(i, x_adv):
-        with tf.GradientTape() as tape:
+        # Watch the input only: the weights' gradients are never used here.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x_adv)
             logits = tf.cast(logits_fn(x_adv), tf.float32)
             loss = tf.reduce_sum(loss_fn(logits))
@@ -162,3 +163,21 @@ def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
 def attack(logits_fn, x, labels, config, *, pixel_range=(0.0, 1.0), seed=None):
     """PGD with the loss named in ``config`` against ``labels`` (true labels unless targeted)."""
     return pgd(logits_fn, x, objective(config, labels), config, pixel_range=pixel_range, seed=seed)
+
+
+def compile_attack(logits_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
+    """``attack`` as a ``tf.function`` of ``(images, labels)``, traced once for any batch size.
+
+    This is how to run an attack outside a Keras step. Eagerly, TensorFlow back-propagates
+    into every convolution's filter as well (its Conv2D gradient always computes both), which
+    wastes time and has crashed TF 2.21's oneDNN CPU kernels on some batch shapes; a graph
+    prunes that work. ``seed`` (int or None) seeds a generator owned by the returned function,
+    so the same seed gives the same sequence of random starts.
+    """
+    seed_generator = keras.random.SeedGenerator(seed)
+
+    @tf.function(reduce_retracing=True)
+    def run(images, labels):
+        return attack(logits_fn, images, labels, config, pixel_range=pixel_range, seed=seed_generator)
+
+    return run

@@ -77,7 +77,11 @@ class RobustClassifier(keras.Model):
         eval_attack = _attack_config(eval_attack, "eval_attack") or train_attack
         if method != "standard" and train_attack is None:
             raise ValueError(f"method={method!r} trains on adversarial examples: pass `train_attack`")
-        missing = {"logits", *STAGES} - set(backbone.output.keys() if isinstance(backbone.output, dict) else ())
+        try:
+            outputs = backbone.output
+        except AttributeError:  # a model that was never called on a keras.Input
+            outputs = None
+        missing = {"logits", *STAGES} - set(outputs if isinstance(outputs, dict) else ())
         if missing:
             raise ValueError(
                 "`backbone` must return a dict with 'logits' and the stages "

@@ -1,0 +1,53 @@
+"""Test set-up: two logical CPUs for MirroredStrategy, made before TensorFlow initialises."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOWERS17 = os.path.join(os.path.dirname(REPO), "shared", "datasets", "flowers17")
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    """A test that sets a mixed-precision policy must not leak it into the next one."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def digits16():
+    """scikit-learn's digits at 16x16 in [0, 1]: (train_x, train_y, test_x, test_y)."""
+    from atalp_tf.datasets import digits
+    from atalp_tf.datasets.splits import stratified_split
+
+    images, labels = digits.load_arrays()
+    images = tf.image.resize(images, (16, 16), antialias=True).numpy().clip(0, 1)
+    train, test = stratified_split(labels, (0.8, 0.2), seed=0)
+    return images[train], labels[train], images[test], labels[test]
+
+
+@pytest.fixture(scope="session")
+def standard_model(digits16):
+    """A tiny ResNet-18 trained without attacks: the target on which attacks must work."""
+    from atalp_tf import backbones
+    from atalp_tf.model import RobustClassifier
+
+    keras.utils.set_random_seed(0)
+    x, y, x_test, y_test = digits16
+    model = RobustClassifier(backbones.resnet18(10, (16, 16, 1), width=8), method="standard")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(x, y, batch_size=64, epochs=8, verbose=0)
+    accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)
+    assert accuracy > 0.9, f"the standard model should learn digits; test accuracy {accuracy:.3f}"
+    return model
