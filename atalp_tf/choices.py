@@ -2,7 +2,10 @@
 
 METHODS = ("standard", "pat", "alp", "at", "at_alp", "trades")
 ARCHITECTURES = ("resnet18", "resnet50", "resnet101", "resnet152")
-DATASETS = ("digits",)
+# Besides these, "tfds:NAME" names any TensorFlow Datasets image classification set.
+DATASETS = ("digits", "cifar10", "flowers17", "folder")
+AUGMENTATIONS = ("auto", "none", "flip", "pad_crop", "resized_crop")
+BAD_IMAGE_POLICIES = ("stop", "skip")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored")
 

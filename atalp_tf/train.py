@@ -22,9 +22,39 @@ _MODEL_DIR = flags.DEFINE_string(
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Replace the run already in --model_dir (its files are lost)."
 )
-_DATASET = flags.DEFINE_enum("dataset", "digits", choices.DATASETS, "Dataset to train on.")
+_DATASET = flags.DEFINE_string(
+    "dataset",
+    "digits",
+    f"One of {', '.join(choices.DATASETS)}, or tfds:NAME for a TensorFlow Datasets set.",
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Directory of flowers17 or folder data (TFDS' data_dir for tfds:NAME)."
+)
 _IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", 0, "Resize images to this square side; 0 keeps the native size.", lower_bound=0
+    "image_size", 0, "Square side of the model's input; 0 keeps an array set's native size.",
+    lower_bound=0,
+)
+_NUM_CLASSES = flags.DEFINE_integer(
+    "num_classes", 0, "Expected class count; the run stops if the data has another (0: any).",
+    lower_bound=0,
+)
+_AUGMENT = flags.DEFINE_enum(
+    "augment", "auto", choices.AUGMENTATIONS,
+    "Training augmentation; auto picks resized_crop for files, pad_crop for CIFAR-10.",
+)
+_BAD_IMAGES = flags.DEFINE_enum(
+    "bad_images", "stop", choices.BAD_IMAGE_POLICIES,
+    "On unreadable image files: stop and list them, or skip them and report the count.",
+)
+_CACHE = flags.DEFINE_string(
+    "cache", "", "Cache decoded images: '' (off), 'memory', or a file path prefix."
+)
+_SPLIT_FILE = flags.DEFINE_string(
+    "split_file", None, "split.json of an earlier run, to train and test on the same images."
+)
+_SPLIT_INDEX = flags.DEFINE_integer(
+    "split_index", 1, "Which of datasplits.mat's 17 Flowers splits to use.", lower_bound=1,
+    upper_bound=3,
 )
 
 _ARCHITECTURE = flags.DEFINE_enum("architecture", "resnet18", choices.ARCHITECTURES, "Backbone.")
@@ -105,6 +135,34 @@ def _check_pretrained(values):
     return values["weights"] == "none" or values["architecture"] != "resnet18"
 
 
+@flags.validator(
+    "dataset", f"--dataset must be one of {', '.join(choices.DATASETS)} or tfds:NAME"
+)
+def _check_dataset(value):
+    return value in choices.DATASETS or (value.startswith("tfds:") and len(value) > 5)
+
+
+@flags.multi_flags_validator(
+    ["dataset", "data_dir"], "--dataset=flowers17 and --dataset=folder need an existing --data_dir"
+)
+def _check_data_dir(values):
+    if values["dataset"] not in ("flowers17", "folder"):
+        return True
+    return bool(values["data_dir"]) and os.path.isdir(values["data_dir"])
+
+
+@flags.multi_flags_validator(
+    ["dataset", "image_size"], "--dataset=flowers17, folder and tfds:NAME need --image_size"
+)
+def _check_image_size(values):
+    return values["dataset"] in ("digits", "cifar10") or values["image_size"] > 0
+
+
+@flags.validator("split_file", "--split_file must be an existing split.json")
+def _check_split_file(value):
+    return value is None or os.path.isfile(value)
+
+
 @flags.validator("lr_boundaries", "--lr_boundaries must be increasing positive epoch numbers")
 def _check_boundaries(value):
     try:
@@ -141,6 +199,7 @@ def _check_no_clobber(values):
 
 def _config_from_flags():
     from atalp_tf.attacks import PGDConfig
+    from atalp_tf.datasets import DataConfig
     from atalp_tf.training import TrainConfig
 
     common = dict(norm=_NORM.value, random_start=_RANDOM_START.value)
@@ -155,8 +214,19 @@ def _config_from_flags():
     )
     return TrainConfig(
         model_dir=_MODEL_DIR.value,
-        dataset=_DATASET.value,
-        image_size=_IMAGE_SIZE.value or None,
+        data=DataConfig(
+            name=_DATASET.value,
+            batch_size=_BATCH_SIZE.value,
+            data_dir=_DATA_DIR.value,
+            image_size=_IMAGE_SIZE.value or None,
+            seed=_SEED.value,
+            augment=_AUGMENT.value,
+            bad_images=_BAD_IMAGES.value,
+            cache=_CACHE.value,
+            split_file=_SPLIT_FILE.value,
+            split_index=_SPLIT_INDEX.value,
+        ),
+        num_classes=_NUM_CLASSES.value or None,
         architecture=_ARCHITECTURE.value,
         width=_WIDTH.value,
         weights=None if _WEIGHTS.value == "none" else _WEIGHTS.value,
@@ -167,7 +237,6 @@ def _config_from_flags():
         train_attack=train_attack,
         eval_attack=eval_attack,
         epochs=_EPOCHS.value,
-        batch_size=_BATCH_SIZE.value,
         optimizer=_OPTIMIZER.value,
         learning_rate=_LEARNING_RATE.value,
         momentum=_MOMENTUM.value,
@@ -194,6 +263,11 @@ def _print_summary(results, eval_attack):
     for name in ("last", "best"):
         scores = results[f"test_{name}"]
         print(f"  {name:<6} {scores['clean_accuracy']:>10.4f} {scores['pgd_accuracy']:>10.4f}")
+    if results["skipped_files"]:
+        print(f"Skipped {len(results['skipped_files'])} unreadable file(s) (--bad_images=skip); "
+              "they are listed in results.json")
+    if results["split_file"]:
+        print(f"Split:  {results['split_file']}  (reuse with --split_file)")
     print(f"Model:  {results['model_path']}")
     print(f"Export: {results['export_dir']}  (signature serving_default: images -> "
           "probabilities, class_ids)")

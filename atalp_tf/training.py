@@ -34,8 +34,8 @@ class TrainConfig:
     """Everything one run needs. Pixel quantities (eps, step sizes) are in [0, 1] units."""
 
     model_dir: str
-    dataset: str = "digits"
-    image_size: int | None = None
+    data: datasets.DataConfig
+    num_classes: int | None = None  # when given, the dataset must have this many classes
     architecture: str = "resnet18"
     width: int = 64
     weights: str | None = None
@@ -46,7 +46,6 @@ class TrainConfig:
     train_attack: PGDConfig | None = None
     eval_attack: PGDConfig | None = None
     epochs: int = 10
-    batch_size: int = 128
     optimizer: str = "sgd"
     learning_rate: float = 0.1
     momentum: float = 0.9
@@ -119,10 +118,13 @@ def run(config):
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.precision)
     strategy = make_strategy(config.strategy)
-    data = datasets.load(
-        config.dataset, batch_size=config.batch_size, image_size=config.image_size, seed=config.seed
-    )
-    steps_per_epoch = data.sizes["train"] // config.batch_size
+    data = datasets.load(config.data, workdir=config.model_dir)
+    if config.num_classes and config.num_classes != data.num_classes:
+        raise ValueError(
+            f"The model is set up for {config.num_classes} classes (--num_classes) but dataset "
+            f"{config.data.name!r} has {data.num_classes}: {', '.join(data.class_names)}"
+        )
+    steps_per_epoch = data.sizes["train"] // config.data.batch_size
 
     with strategy.scope():
         model = build_model(config, data.num_classes, data.image_shape)
@@ -169,7 +171,10 @@ def run(config):
         "config": _jsonable(config),
         "num_classes": data.num_classes,
         "image_shape": list(data.image_shape),
+        "class_names": list(data.class_names),
         "split_sizes": data.sizes,
+        "split_file": data.split_path,
+        "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
         "test_last": _evaluate(model, data.test),
     }
     with strategy.scope():

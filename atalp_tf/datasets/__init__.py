@@ -1,17 +1,69 @@
-"""Input pipelines: ``load(name, ...)`` returns batched (pixels, label) datasets.
+"""Input pipelines: ``load(DataConfig)`` returns batched (pixels, label) datasets.
 
 Pixels are float32 in [0, 1], the range every model and attack in the package works in.
+
+Sources (``DataConfig.name``):
+
+* ``digits``: scikit-learn's bundled handwritten digits (offline; the quickstart's);
+* ``cifar10``: CIFAR-10 through ``keras.datasets`` (downloaded by Keras on first use);
+* ``flowers17``: the Oxford 17 Flowers in its official layout under ``data_dir``; its
+  ``datasplits.mat`` is used when present, otherwise a seeded stratified 40/20/20 split;
+* ``folder``: a class-per-folder tree under ``data_dir`` (Dogs-vs-Cats' PetImages, the
+  ImageNet subset that ``data/make_imagenet_subset.py`` builds, any user dataset). With
+  ``train/`` and ``val/`` (or ``test/``) sub-trees those are the splits; otherwise a seeded
+  stratified 70/10/20 split;
+* ``tfds:NAME``: any TensorFlow Datasets image classification set (needs tensorflow-datasets).
+
+Splits drawn from a seed are written to ``<workdir>/split.json`` and read back from there (or
+from ``split_file``) on later runs, so a run can always be repeated on the same images.
 """
 
 import dataclasses
+import json
+import os
 
 import numpy as np
 import tensorflow as tf
 
-from atalp_tf.choices import DATASETS
+from atalp_tf.choices import BAD_IMAGE_POLICIES
 from atalp_tf.datasets import digits
+from atalp_tf.datasets import folders
+from atalp_tf.datasets import pipeline
+from atalp_tf.datasets.images import BadImagesError
+from atalp_tf.datasets.images import find_unreadable
 from atalp_tf.datasets.splits import stratified_split
 
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What to read and how.
+
+    Args:
+        name: a source listed in the module docstring.
+        batch_size: global batch size.
+        data_dir: where ``flowers17`` and ``folder`` data live; TFDS' data_dir for ``tfds:``.
+        image_size: side of the square images the model sees; None keeps an array source's
+            native size (file sources need it).
+        seed: seed of the split and the shuffling.
+        augment: ``auto`` (resized_crop for files, pad_crop for CIFAR-10, none for digits),
+            ``none``, ``flip``, ``pad_crop`` or ``resized_crop``.
+        bad_images: ``stop`` at unreadable files (listing them), or ``skip`` them.
+        cache: ``""`` (none), ``"memory"`` or a file prefix for decoded images.
+        split_file: a ``split.json`` of an earlier run to reuse.
+        split_index: which of ``datasplits.mat``'s three 17 Flowers splits (1-3).
+    """
+
+    name: str
+    batch_size: int
+    data_dir: str | None = None
+    image_size: int | None = None
+    seed: int = 0
+    augment: str = "auto"
+    bad_images: str = "stop"
+    cache: str = ""
+    split_file: str | None = None
+    split_index: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,49 +77,235 @@ class Splits:
     image_shape: tuple
     class_names: tuple
     sizes: dict
+    skipped: tuple = ()  # (path, reason) of unreadable files left out
+    split_path: str | None = None
 
 
-def _resize(images, image_size):
+def _resize_arrays(images, image_size):
     if image_size is None or images.shape[1:3] == (image_size, image_size):
         return images
-    resized = tf.image.resize(images, (image_size, image_size), method="bilinear", antialias=True)
+    resized = tf.image.resize(images, (image_size, image_size), antialias=True)
     return tf.clip_by_value(resized, 0.0, 1.0).numpy()
 
 
-def _pipeline(images, labels, batch_size, shuffle_seed=None):
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    # A short last training batch gives batch norm noisy statistics; evaluation keeps it.
-    dataset = dataset.batch(batch_size, drop_remainder=shuffle_seed is not None)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+def _cifar10_arrays():
+    (x_train, y_train), (x_test, y_test) = tf.keras.datasets.cifar10.load_data()
+    images = np.concatenate([x_train, x_test]).astype(np.float32) / 255.0
+    labels = np.concatenate([y_train, y_test]).ravel().astype(np.int32)
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    return images, labels, classes, len(x_train)
 
 
-def load(name, *, batch_size, image_size=None, seed=0, split_fractions=(0.7, 0.1, 0.2)):
-    """Batched splits of dataset ``name`` at the global ``batch_size``.
+def _array_splits(config):
+    if config.name == "digits":
+        images, labels = digits.load_arrays()
+        classes = digits.CLASS_NAMES
+        train, val, test = stratified_split(labels, (0.7, 0.1, 0.2), config.seed)
+        augment = "none"
+    else:
+        images, labels, classes, n_train = _cifar10_arrays()
+        # The official test set stays the test set; 10% of the training set validates.
+        train, val = stratified_split(labels[:n_train], (0.9, 0.1), config.seed)
+        test = np.arange(n_train, len(labels))
+        augment = "pad_crop"
+    augment = augment if config.augment == "auto" else config.augment
+    images = _resize_arrays(images, config.image_size)
 
-    Args:
-        name: one of ``atalp_tf.choices.DATASETS``.
-        batch_size: global batch size (split across replicas by Keras).
-        image_size: resize to a square of this side; None keeps the native size.
-        seed: seed of the stratified split and of the shuffling.
-        split_fractions: train/val/test fractions of each class.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; expected one of {DATASETS}")
-    images, labels = digits.load_arrays()
-    images = _resize(images, image_size)
-    train, val, test = stratified_split(labels, split_fractions, seed)
-    if len(train) < batch_size:
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the {len(train)} training images of {name!r}"
+    def make(indices, training):
+        return pipeline.from_arrays(
+            images[indices], labels[indices], batch_size=config.batch_size, training=training,
+            augment=augment, seed=config.seed, cache=config.cache,
         )
+
     return Splits(
-        train=_pipeline(images[train], labels[train], batch_size, shuffle_seed=seed),
-        val=_pipeline(images[val], labels[val], batch_size),
-        test=_pipeline(images[test], labels[test], batch_size),
-        num_classes=digits.NUM_CLASSES,
-        image_shape=tuple(images.shape[1:]),
-        class_names=digits.CLASS_NAMES,
+        train=make(train, True), val=make(val, False), test=make(test, False),
+        num_classes=len(classes), image_shape=tuple(images.shape[1:]), class_names=tuple(classes),
         sizes={"train": len(train), "val": len(val), "test": len(test)},
     )
+
+
+def _read_split(path, root):
+    with open(path) as f:
+        saved = json.load(f)
+    parts = {}
+    for part in ("train", "val", "test"):
+        parts[part] = (
+            [os.path.join(root, p) for p in saved[part]["paths"]],
+            np.asarray(saved[part]["labels"], np.int32),
+        )
+    return parts, tuple(saved["class_names"])
+
+
+def _write_split(path, root, parts, class_names):
+    saved = {"data_dir": os.path.abspath(root), "class_names": list(class_names)}
+    for part, (paths, labels) in parts.items():
+        saved[part] = {
+            "paths": [os.path.relpath(p, root) for p in paths],
+            "labels": [int(label) for label in labels],
+        }
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(saved, f)
+
+
+def _file_parts(config, workdir):
+    """{part: (paths, labels)}, class names, and where the split is written (if anywhere)."""
+    root = config.data_dir
+    if not root:
+        raise ValueError(f"dataset {config.name!r} reads files: give their directory (--data_dir)")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data_dir {root} does not exist")
+    split_path = config.split_file or (workdir and os.path.join(workdir, "split.json"))
+    if split_path and os.path.exists(split_path):
+        parts, class_names = _read_split(split_path, root)
+        return parts, class_names, split_path
+
+    if config.name == "flowers17":
+        paths, labels, class_names = folders.flowers17_files(root)
+        mat = os.path.join(root, "datasplits.mat")
+        if os.path.exists(mat):
+            indices, split_path = folders.flowers17_official_split(mat, config.split_index), None
+        else:
+            indices = stratified_split(labels, (0.5, 0.25, 0.25), config.seed)
+    else:
+        subtrees = {p: os.path.join(root, p) for p in ("train", "val", "test")}
+        if os.path.isdir(subtrees["train"]) and (
+            os.path.isdir(subtrees["val"]) or os.path.isdir(subtrees["test"])
+        ):
+            return (*_predefined_folder_parts(subtrees), None)
+        paths, labels, class_names = folders.class_folder_tree(root)
+        indices = stratified_split(labels, (0.7, 0.1, 0.2), config.seed)
+    paths = np.asarray(paths)
+    parts = {
+        part: (list(paths[idx]), labels[idx]) for part, idx in zip(("train", "val", "test"), indices)
+    }
+    if split_path:
+        _write_split(split_path, root, parts, class_names)
+    return parts, class_names, split_path
+
+
+def _predefined_folder_parts(subtrees):
+    train_paths, train_labels, classes = folders.class_folder_tree(subtrees["train"])
+    parts = {"train": (train_paths, train_labels)}
+    for part in ("val", "test"):
+        if os.path.isdir(subtrees[part]):
+            paths, labels, part_classes = folders.class_folder_tree(subtrees[part])
+            if part_classes != classes:
+                raise ValueError(
+                    f"{subtrees[part]} has classes {list(part_classes)} but {subtrees['train']} "
+                    f"has {list(classes)}; both need the same class folders"
+                )
+            parts[part] = (paths, labels)
+    # With only one of val/ and test/, it serves as both.
+    parts.setdefault("val", parts.get("test"))
+    parts.setdefault("test", parts["val"])
+    return parts, classes
+
+
+def _drop_unreadable(parts, policy):
+    bad = find_unreadable([p for paths, _ in parts.values() for p in paths])
+    if bad and policy == "stop":
+        raise BadImagesError(bad, "Fix or remove them, or pass --bad_images=skip to leave them out.")
+    dropped = {path for path, _ in bad}
+    kept = {}
+    for part, (paths, labels) in parts.items():
+        keep = [i for i, p in enumerate(paths) if p not in dropped]
+        kept[part] = ([paths[i] for i in keep], np.asarray(labels)[keep])
+    return kept, tuple(bad)
+
+
+def _file_splits(config, workdir):
+    if not config.image_size:
+        raise ValueError(f"dataset {config.name!r} needs an image size (--image_size)")
+    if config.bad_images not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}. Received: {config.bad_images!r}")
+    parts, class_names, split_path = _file_parts(config, workdir)
+    parts, skipped = _drop_unreadable(parts, config.bad_images)
+    for part, (paths, _) in parts.items():
+        if not paths:
+            raise ValueError(f"The {part} split of {config.data_dir} has no readable images")
+    augment = "resized_crop" if config.augment == "auto" else config.augment
+
+    def make(part, training):
+        paths, labels = parts[part]
+        return pipeline.from_files(
+            paths, labels, batch_size=config.batch_size, image_size=config.image_size,
+            training=training, augment=augment, seed=config.seed, cache=config.cache,
+        )
+
+    return Splits(
+        train=make("train", True), val=make("val", False), test=make("test", False),
+        num_classes=len(class_names), image_shape=(config.image_size, config.image_size, 3),
+        class_names=class_names, sizes={part: len(parts[part][0]) for part in parts},
+        skipped=skipped, split_path=split_path,
+    )
+
+
+def _tfds_splits(config):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(
+            f"dataset {config.name!r} needs TensorFlow Datasets: pip install 'atalp_tf[tfds]'"
+        ) from error
+    name = config.name.split(":", 1)[1]
+    builder = tfds.builder(name, data_dir=config.data_dir)
+    builder.download_and_prepare()
+    splits = builder.info.splits
+    if "test" in splits:
+        wanted = {"train": "train[:90%]", "val": "train[90%:]", "test": "test"}
+        if "validation" in splits:
+            wanted["train"], wanted["val"] = "train", "validation"
+    else:
+        wanted = {"train": "train[:80%]", "val": "train[80%:90%]", "test": "train[90%:]"}
+    label = builder.info.features["label"]
+    size = config.image_size
+
+    def prepare(example_image, example_label):
+        image = tf.image.convert_image_dtype(example_image, tf.float32)
+        if image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        if size:
+            image = tf.image.resize(image, (size, size), antialias=True)
+        return tf.clip_by_value(image, 0.0, 1.0), tf.cast(example_label, tf.int32)
+
+    def make(part, training):
+        dataset = builder.as_dataset(split=wanted[part], as_supervised=True, shuffle_files=training)
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        if config.cache:
+            dataset = pipeline._cache(dataset, config.cache)
+        if training:
+            dataset = dataset.shuffle(10_000, seed=config.seed, reshuffle_each_iteration=True)
+        augment = "flip" if config.augment == "auto" else config.augment
+        fn = {"none": lambda x, y: (x, y), "flip": lambda x, y: (pipeline._flip(x), y),
+              "pad_crop": lambda x, y: (pipeline._pad_crop(x), y)}[augment]
+        return pipeline._finish(dataset, config.batch_size, training, fn)
+
+    shape = builder.info.features["image"].shape
+    image_shape = (size or shape[0], size or shape[1], 3)
+    return Splits(
+        train=make("train", True), val=make("val", False), test=make("test", False),
+        num_classes=label.num_classes, image_shape=image_shape, class_names=tuple(label.names),
+        sizes={part: int(splits[spec].num_examples) for part, spec in wanted.items()},
+    )
+
+
+def load(config, workdir=None):
+    """Batched splits of ``config``; a drawn split is saved in (and reused from) ``workdir``."""
+    if config.name in ("digits", "cifar10"):
+        data = _array_splits(config)
+    elif config.name in ("flowers17", "folder"):
+        data = _file_splits(config, workdir)
+    elif config.name.startswith("tfds:"):
+        data = _tfds_splits(config)
+    else:
+        raise ValueError(
+            f"Unknown dataset {config.name!r}; expected digits, cifar10, flowers17, folder or "
+            "tfds:NAME"
+        )
+    if data.sizes["train"] < config.batch_size:
+        raise ValueError(
+            f"batch_size={config.batch_size} is larger than the {data.sizes['train']} training "
+            f"images of {config.name!r}"
+        )
+    return data

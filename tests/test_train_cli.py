@@ -1,0 +1,149 @@
+"""The train command: flag validation, the flagfiles, and a run that ends in a servable export."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+
+from conftest import REPO
+
+QUICKSTART = os.path.join(REPO, "flags", "quickstart.cfg")
+
+
+def _train(*args, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "atalp_tf.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--eps=-1"], "flag --eps=-1: expected a value in (0, 1]"),
+        (["--eps=8/0"], "flag --eps=8/0: expected a number or fraction"),
+        (["--step_size=300/255"], "flag --step_size=300/255: expected a value in (0, 1]"),
+        (["--method=foo"], "flag --method=foo: value should be one of"),
+        (["--weights=/no/such/file.h5"], "--weights must be 'none', 'imagenet' or an existing file"),
+        (["--weights=imagenet"], "--weights=imagenet needs --architecture=resnet50"),
+        (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
+        (["--schedule=step"], "--schedule=step needs --lr_boundaries"),
+        (["--lr_boundaries=150,100", "--schedule=step"], "--lr_boundaries must be increasing"),
+        (["--dataset=imagenet21k"], "--dataset must be one of digits, cifar10, flowers17, folder"),
+        (["--dataset=folder", "--image_size=32"], "--dataset=flowers17 and --dataset=folder need"),
+        (["--dataset=folder", "--data_dir=/no/such/dir", "--image_size=32"], "need an existing --data_dir"),
+        (["--dataset=tfds:cifar10", "--image_size=0"], "tfds:NAME need --image_size"),
+        (["--split_file=/no/split.json"], "--split_file must be an existing split.json"),
+        (["--split_index=4"], "flag --split_index=4: 4 is not an integer in the range [1, 3]"),
+    ],
+)
+def test_bad_flags_fail_before_any_work_and_name_the_flag(tmp_path, args, message):
+    result = _train(f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}", *args, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert not os.path.exists(tmp_path / "run"), "a refused run must not create its model_dir"
+
+
+def test_missing_model_dir_is_named():
+    result = _train("--epochs=1", timeout=60)
+    assert result.returncode != 0
+    assert "--model_dir" in result.stderr
+
+
+@pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg"))))
+def test_every_flagfile_opens_with_its_purpose_and_builds_a_config(flagfile, tmp_path):
+    from atalp_tf import train
+
+    with open(flagfile) as f:
+        first_lines = f.read().split("\n", 2)[:2]
+    assert first_lines[0].startswith("# ") and "python -m atalp_tf.train" in first_lines[1]
+    argv = ["train", f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}"]
+    try:
+        flags.FLAGS(argv)
+        config = train._config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert config.method in train.choices.METHODS
+    if config.method != "standard":
+        assert 0 < config.train_attack.step_size <= config.train_attack.eps * 1.25
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("quickstart") / "run"
+    args = [
+        f"--flagfile={QUICKSTART}",
+        f"--model_dir={model_dir}",
+        "--image_size=8",
+        "--width=4",
+        "--epochs=2",
+        "--attack_steps=2",
+        "--eval_steps=3",
+        "--verbose=2",
+    ]
+    result = _train(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, args, result
+
+
+def test_run_prints_accuracies_and_writes_checkpoints_logs_and_export(quick_run):
+    model_dir, _, result = quick_run
+    assert "clean acc" in result.stdout and "PGD acc" in result.stdout
+    assert "eps=0.1 (25.5/255)" in result.stdout
+    for name in ("checkpoints/last.keras", "checkpoints/best.keras", "model.keras",
+                 "export/saved_model.pb", "results.json"):
+        assert os.path.exists(model_dir / name), name
+    assert glob.glob(str(model_dir / "logs" / "train" / "events.out.tfevents.*"))
+    results = json.loads((model_dir / "results.json").read_text())
+    for key in ("test_last", "test_best"):
+        assert 0.0 <= results[key]["pgd_accuracy"] <= results[key]["clean_accuracy"] <= 1.0
+    # Ten classes: two epochs of a tiny model must already beat guessing on clean images.
+    assert results["test_last"]["clean_accuracy"] > 0.2
+
+
+def test_saved_model_cli_calls_the_export(quick_run, tmp_path):
+    model_dir, _, _ = quick_run
+    images = np.random.default_rng(0).random((3, 8, 8, 1)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    outdir = tmp_path / "out"
+    result = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "saved_model_cli"),
+            "run",
+            "--dir", str(model_dir / "export"),
+            "--tag_set", "serve",
+            "--signature_def", "serving_default",
+            "--inputs", f"images={tmp_path / 'images.npy'}",
+            "--outdir", str(outdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    probabilities = np.load(outdir / "probabilities.npy")
+    class_ids = np.load(outdir / "class_ids.npy")
+    assert probabilities.shape == (3, 10) and class_ids.shape == (3,)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(class_ids, probabilities.argmax(1))
+    assert sorted(os.listdir(outdir)) == ["class_ids.npy", "probabilities.npy"]
+
+
+def test_rerun_refuses_to_overwrite_the_run(quick_run):
+    model_dir, args, _ = quick_run
+    before = (model_dir / "model.keras").stat().st_mtime_ns
+    result = _train(*args, timeout=60)
+    assert result.returncode != 0
+    assert "--model_dir already holds a run" in result.stderr
+    assert "--overwrite" in result.stderr
+    assert (model_dir / "model.keras").stat().st_mtime_ns == before
