@@ -61,13 +61,15 @@ def test_missing_model_dir_is_named():
 
 
 @pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg"))))
-def test_every_flagfile_opens_with_its_purpose_and_builds_a_config(flagfile, tmp_path):
+def test_every_flagfile_opens_with_its_purpose_and_builds_a_config(flagfile, tmp_path, monkeypatch):
     from atalp_tf import train
 
     with open(flagfile) as f:
         first_lines = f.read().split("\n", 2)[:2]
     assert first_lines[0].startswith("# ") and "python -m atalp_tf.train" in first_lines[1]
-    argv = ["train", f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}"]
+    monkeypatch.chdir(REPO)  # nested --flagfile paths are relative to the repository root
+    argv = ["train", f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}",
+            f"--data_dir={tmp_path}"]
     try:
         flags.FLAGS(argv)
         config = train._config_from_flags()

@@ -22,7 +22,25 @@ def stratified_split(labels, fractions, seed):
     parts = [[] for _ in fractions]
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        bounds = np.round(np.cumsum(fractions) * len(members)).astype(int)
-        for part, chunk in zip(parts, np.split(members, bounds[:-1])):
+        counts = _allocate(len(members), fractions)
+        for part, chunk in zip(parts, np.split(members, np.cumsum(counts)[:-1])):
             part.append(chunk)
     return [np.sort(np.concatenate(part)) for part in parts]
+
+
+def _allocate(total, fractions):
+    """Whole counts summing to ``total``, as near ``fractions * total`` as possible.
+
+    Largest remainders get the rounding; then every part with a non-zero fraction gets at
+    least one example when there are enough, so a small class still appears in each split.
+    """
+    exact = fractions * total
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
+        counts[i] += 1
+    wanted = fractions > 0
+    if total >= wanted.sum():
+        for i in np.flatnonzero(wanted & (counts == 0)):
+            counts[i] += 1
+            counts[np.argmax(counts)] -= 1
+    return counts
