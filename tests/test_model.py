@@ -129,3 +129,22 @@ def test_keras_file_round_trip_keeps_logits_and_config(tmp_path, digits16):
     assert (restored.method, restored.alpha, restored.beta) == ("at_alp", 0.3, 2.0)
     assert restored.train_attack == ATTACK and restored.eval_attack == ATTACK
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_mixed_float16_step_scales_the_loss_and_keeps_attack_gradients(digits16):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = _classifier("at_alp")
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x, y = _batch(digits16)
+    logits = model(x[:4])
+    assert logits.dtype == "float32"  # the head stays float32 under the policy
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    moved = sum(not np.allclose(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+    assert moved == len(before)
+    # The attack must still move every example: its gradient may not underflow in float16.
+    x_adv = tf.function(model.adversarial_examples)(x, y, ATTACK).numpy()
+    moved_examples = np.abs(x_adv - x).reshape(len(x), -1).max(1) > 0
+    assert moved_examples.all(), f"{(~moved_examples).sum()} examples got a zero attack gradient"

@@ -114,7 +114,7 @@ def _array_splits(config):
     def make(indices, training):
         return pipeline.from_arrays(
             images[indices], labels[indices], batch_size=config.batch_size, training=training,
-            augment=augment, seed=config.seed, cache=config.cache,
+            augment=augment, seed=config.seed, cache_to=config.cache,
         )
 
     return Splits(
@@ -230,7 +230,7 @@ def _file_splits(config, workdir):
         paths, labels = parts[part]
         return pipeline.from_files(
             paths, labels, batch_size=config.batch_size, image_size=config.image_size,
-            training=training, augment=augment, seed=config.seed, cache=config.cache,
+            training=training, augment=augment, seed=config.seed, cache_to=config.cache,
         )
 
     return Splits(
@@ -272,14 +272,12 @@ def _tfds_splits(config):
     def make(part, training):
         dataset = builder.as_dataset(split=wanted[part], as_supervised=True, shuffle_files=training)
         dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        if config.cache:
-            dataset = pipeline._cache(dataset, config.cache)
+        dataset = pipeline.cache(dataset, config.cache)
         if training:
             dataset = dataset.shuffle(10_000, seed=config.seed, reshuffle_each_iteration=True)
-        augment = "flip" if config.augment == "auto" else config.augment
-        fn = {"none": lambda x, y: (x, y), "flip": lambda x, y: (pipeline._flip(x), y),
-              "pad_crop": lambda x, y: (pipeline._pad_crop(x), y)}[augment]
-        return pipeline._finish(dataset, config.batch_size, training, fn)
+        return pipeline.finish(dataset, config.batch_size, training, augment_fn)
+
+    augment_fn = pipeline.array_augmentation("flip" if config.augment == "auto" else config.augment)
 
     shape = builder.info.features["image"].shape
     image_shape = (size or shape[0], size or shape[1], 3)

@@ -52,8 +52,9 @@ def _centre_crop(image, size):
     return tf.image.crop_to_bounding_box(image, top, left, size, size)
 
 
-def _finish(dataset, batch_size, training, augment_fn):
-    if training:
+def finish(dataset, batch_size, training, augment_fn=None):
+    """Augments (training only), batches, shards by example and prefetches."""
+    if training and augment_fn is not None:
         dataset = dataset.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE)
     # A short last training batch gives batch norm noisy statistics; evaluation keeps it.
     dataset = dataset.batch(batch_size, drop_remainder=training)
@@ -64,38 +65,45 @@ def _finish(dataset, batch_size, training, augment_fn):
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _cache(dataset, cache):
-    if not cache:
+def cache(dataset, where):
+    """``where``: "" (no cache), "memory", or a file prefix."""
+    if not where:
         return dataset
-    return dataset.cache("" if cache == "memory" else cache)
+    return dataset.cache("" if where == "memory" else where)
 
 
-def from_arrays(images, labels, *, batch_size, training, augment, seed, cache=None):
-    """Pipeline over in-memory float32 images already at the model's size."""
-    if augment not in ("none", "flip", "pad_crop"):
-        raise ValueError(
-            f"augment={augment!r} does not apply to fixed-size arrays; use none, flip or pad_crop"
-        )
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    augment_fn = {
-        "none": lambda x, y: (x, y),
+def array_augmentation(augment):
+    """The (image, label) map of ``augment`` for images already at the model's size."""
+    functions = {
+        "none": None,
         "flip": lambda x, y: (_flip(x), y),
         "pad_crop": lambda x, y: (_pad_crop(x), y),
-    }[augment]
-    return _finish(_cache(dataset, cache), batch_size, training, augment_fn)
+    }
+    if augment not in functions:
+        raise ValueError(
+            f"augment={augment!r} does not apply to fixed-size images; use none, flip or pad_crop"
+        )
+    return functions[augment]
 
 
-def from_files(paths, labels, *, batch_size, image_size, training, augment, seed, cache=None):
+def from_arrays(images, labels, *, batch_size, training, augment, seed, cache_to=""):
+    """Pipeline over in-memory float32 images already at the model's size."""
+    augment_fn = array_augmentation(augment)
+    dataset = cache(tf.data.Dataset.from_tensor_slices((images, labels)), cache_to)
+    if training:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return finish(dataset, batch_size, training, augment_fn)
+
+
+def from_files(paths, labels, *, batch_size, image_size, training, augment, seed, cache_to=""):
     """Pipeline over image files of any size and colour mode.
 
     Files are decoded (in parallel, by Pillow) with their shorter side resized to
     ``image_size / 0.875``; evaluation takes the centre ``image_size`` square, training the
-    augmentation named by ``augment``. ``cache`` ("memory" or a file prefix) keeps the decoded,
-    resized images, so only the first epoch decodes.
+    augmentation named by ``augment``. ``cache_to`` ("memory" or a file prefix) keeps the
+    decoded, resized images, so only the first epoch decodes.
     """
-    if augment not in ("none", "flip", "pad_crop", "resized_crop"):
+    if augment not in AUGMENTATIONS[1:]:
         raise ValueError(f"Unknown augment={augment!r}; expected one of {AUGMENTATIONS[1:]}")
     side = load_size(image_size)
 
@@ -106,25 +114,16 @@ def from_files(paths, labels, *, batch_size, image_size, training, augment, seed
         image.set_shape([None, None, 3])
         return tf.image.convert_image_dtype(image, tf.float32), label
 
-    def centre(image, label):
-        return _centre_crop(image, image_size), label
-
     dataset = tf.data.Dataset.from_tensor_slices((list(paths), labels))
-    if training and not cache:
+    # Uncached, shuffle the file names (cheap); cached, shuffle the decoded images after.
+    if training and not cache_to:
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        dataset = _cache(dataset, cache)
-        if training:
-            dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    if not training or augment == "none":
-        dataset = dataset.map(centre, num_parallel_calls=tf.data.AUTOTUNE)
-        return _finish(dataset, batch_size, False, None) if not training else _finish(
-            dataset, batch_size, True, lambda x, y: (x, y)
+    dataset = cache(dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE), cache_to)
+    if training and cache_to:
+        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if not training or augment != "resized_crop":
+        dataset = dataset.map(
+            lambda x, y: (_centre_crop(x, image_size), y), num_parallel_calls=tf.data.AUTOTUNE
         )
-    augment_fn = {
-        "flip": lambda x, y: (_flip(_centre_crop(x, image_size)), y),
-        "pad_crop": lambda x, y: (_pad_crop(_centre_crop(x, image_size)), y),
-        "resized_crop": lambda x, y: (_resized_crop(x, image_size), y),
-    }[augment]
-    return _finish(dataset, batch_size, True, augment_fn)
+        return finish(dataset, batch_size, training, array_augmentation(augment))
+    return finish(dataset, batch_size, training, lambda x, y: (_resized_crop(x, image_size), y))
