@@ -7,8 +7,14 @@ DATASETS = ("digits", "cifar10", "flowers17", "folder")
 AUGMENTATIONS = ("auto", "none", "flip", "pad_crop", "resized_crop")
 BAD_IMAGE_POLICIES = ("stop", "skip")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
-# What a training run leaves in its model_dir; a directory holding any of these belongs to an
-# earlier run and is not reused unless the user says so.
-RUN_ARTIFACTS = ("checkpoints", "export", "model.keras", "results.json")
+# What a training run leaves in its model_dir. A directory holding any of these belongs to an
+# earlier run: it is resumed if that run had the same configuration and had not finished,
+# and otherwise kept unless the user asks for --overwrite.
+RUN_ARTIFACTS = (
+    "run_config.json", "resume", "checkpoints", "logs", "split.json",
+    "model.keras", "export", "results.json",
+)
+# Those that mark a finished run.
+FINISHED_RUN_ARTIFACTS = ("results.json", "export", "model.keras")

@@ -6,6 +6,7 @@ pixel range and take fractions: ``--eps=8/255``.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -20,7 +21,14 @@ _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Directory for checkpoints, TensorBoard logs and the export.", required=True
 )
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Replace the run already in --model_dir (its files are lost)."
+    "overwrite", False,
+    "Replace the run already in --model_dir (its files are lost). Without it, an unfinished "
+    "run with the same flags resumes, and any other run's directory is refused.",
+)
+_CHECKPOINT_STEPS = flags.DEFINE_integer(
+    "checkpoint_steps", 0,
+    "Also save the resumable state every this many steps (0: at each epoch's end only).",
+    lower_bound=0,
 )
 _DATASET = flags.DEFINE_string(
     "dataset",
@@ -113,7 +121,16 @@ _STRATEGY = flags.DEFINE_enum(
     "strategy",
     "auto",
     choices.STRATEGIES,
-    "auto: MirroredStrategy over the visible GPUs, or the default strategy without any.",
+    "auto: MirroredStrategy over the visible GPUs, or the default strategy without any; "
+    "multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG; tpu: TPUStrategy on --tpu.",
+)
+_TPU = flags.DEFINE_string("tpu", None, "TPU name or address, with --strategy=tpu.")
+_JIT_COMPILE = flags.DEFINE_bool(
+    "jit_compile", False, "Compile the train and test steps with XLA."
+)
+_DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic", False,
+    "Make TensorFlow ops deterministic (slower), so a run can be repeated exactly.",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of weights, data split, shuffling and attacks.")
 _VERBOSE = flags.DEFINE_enum(
@@ -163,6 +180,13 @@ def _check_split_file(value):
     return value is None or os.path.isfile(value)
 
 
+@flags.multi_flags_validator(
+    ["strategy", "tpu"], "--strategy=tpu needs --tpu, the TPU's name or address"
+)
+def _check_tpu(values):
+    return values["strategy"] != "tpu" or bool(values["tpu"])
+
+
 @flags.validator("lr_boundaries", "--lr_boundaries must be increasing positive epoch numbers")
 def _check_boundaries(value):
     try:
@@ -186,14 +210,16 @@ def _check_model_dir(value):
 
 @flags.multi_flags_validator(
     ["model_dir", "overwrite"],
-    "--model_dir already holds a run (checkpoints, model.keras, export or results.json): "
-    "choose another directory, or pass --overwrite to replace it",
+    "--model_dir already holds a finished run (model.keras, export or results.json): choose "
+    "another directory, or pass --overwrite to replace it",
 )
 def _check_no_clobber(values):
+    # A run in progress with the same configuration resumes; the trainer checks that.
     if values["overwrite"] or not values["model_dir"]:
         return True
     return not any(
-        os.path.exists(os.path.join(values["model_dir"], name)) for name in choices.RUN_ARTIFACTS
+        os.path.exists(os.path.join(values["model_dir"], name))
+        for name in choices.FINISHED_RUN_ARTIFACTS
     )
 
 
@@ -245,7 +271,11 @@ def _config_from_flags():
         lr_boundaries=tuple(int(b) for b in _LR_BOUNDARIES.value),
         lr_decay=_LR_DECAY.value,
         precision=_PRECISION.value,
+        jit_compile=_JIT_COMPILE.value,
         strategy=_STRATEGY.value,
+        tpu=_TPU.value,
+        deterministic=_DETERMINISTIC.value,
+        checkpoint_steps=_CHECKPOINT_STEPS.value,
         synchronized_bn=_SYNC_BN.value,
         seed=_SEED.value,
         overwrite=_OVERWRITE.value,
@@ -283,8 +313,19 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     config = _config_from_flags()
     from atalp_tf import training
+    from atalp_tf.datasets.images import BadImagesError
 
-    results = training.run(config)
+    user_errors = (
+        training.ModelDirInUse, training.TrainingDiverged, training.CheckpointMismatch,
+        BadImagesError,
+    )
+    try:
+        results = training.run(config)
+    except user_errors as error:
+        # Problems with the user's files or settings: the message says what to do, and a
+        # traceback would only bury it.
+        print(f"atalp_tf.train: error: {error}", file=sys.stderr)
+        sys.exit(1)
     _print_summary(results, config.eval_attack)
 
 

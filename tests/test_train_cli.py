@@ -146,6 +146,6 @@ def test_rerun_refuses_to_overwrite_the_run(quick_run):
     before = (model_dir / "model.keras").stat().st_mtime_ns
     result = _train(*args, timeout=60)
     assert result.returncode != 0
-    assert "--model_dir already holds a run" in result.stderr
+    assert "--model_dir already holds a finished run" in result.stderr
     assert "--overwrite" in result.stderr
     assert (model_dir / "model.keras").stat().st_mtime_ns == before

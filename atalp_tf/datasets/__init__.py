@@ -68,9 +68,9 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """Batched train/val/test datasets and what the model needs to know about them."""
+    """Training stream, batched val/test datasets, and what the model needs to know."""
 
-    train: tf.data.Dataset
+    train_stream: pipeline.TrainStream
     val: tf.data.Dataset
     test: tf.data.Dataset
     num_classes: int
@@ -79,6 +79,11 @@ class Splits:
     sizes: dict
     skipped: tuple = ()  # (path, reason) of unreadable files left out
     split_path: str | None = None
+
+    @property
+    def train(self):
+        """The first epoch's training batches (``train_stream.from_step`` for training)."""
+        return self.train_stream.epoch(0)
 
 
 def _resize_arrays(images, image_size):
@@ -90,7 +95,8 @@ def _resize_arrays(images, image_size):
 
 def _cifar10_arrays():
     (x_train, y_train), (x_test, y_test) = tf.keras.datasets.cifar10.load_data()
-    images = np.concatenate([x_train, x_test]).astype(np.float32) / 255.0
+    # Kept as uint8 (180 MB, not 720 MB); the pipeline converts each image to [0, 1].
+    images = np.concatenate([x_train, x_test])
     labels = np.concatenate([y_train, y_test]).ravel().astype(np.int32)
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     return images, labels, classes, len(x_train)
@@ -110,15 +116,17 @@ def _array_splits(config):
         augment = "pad_crop"
     augment = augment if config.augment == "auto" else config.augment
     images = _resize_arrays(images, config.image_size)
+    train_prepare, eval_prepare = pipeline.array_preparation(augment)
 
-    def make(indices, training):
-        return pipeline.from_arrays(
-            images[indices], labels[indices], batch_size=config.batch_size, training=training,
-            augment=augment, seed=config.seed, cache_to=config.cache,
-        )
+    def examples(indices):
+        return tf.data.Dataset.from_tensor_slices((images[indices], labels[indices]))
 
     return Splits(
-        train=make(train, True), val=make(val, False), test=make(test, False),
+        train_stream=pipeline.TrainStream(
+            examples(train), len(train), config.batch_size, config.seed, train_prepare
+        ),
+        val=pipeline.evaluation(examples(val), config.batch_size, eval_prepare),
+        test=pipeline.evaluation(examples(test), config.batch_size, eval_prepare),
         num_classes=len(classes), image_shape=tuple(images.shape[1:]), class_names=tuple(classes),
         sizes={"train": len(train), "val": len(val), "test": len(test)},
     )
@@ -225,16 +233,20 @@ def _file_splits(config, workdir):
         if not paths:
             raise ValueError(f"The {part} split of {config.data_dir} has no readable images")
     augment = "resized_crop" if config.augment == "auto" else config.augment
+    train_prepare, eval_prepare = pipeline.file_preparation(augment, config.image_size)
 
-    def make(part, training):
-        paths, labels = parts[part]
-        return pipeline.from_files(
-            paths, labels, batch_size=config.batch_size, image_size=config.image_size,
-            training=training, augment=augment, seed=config.seed, cache_to=config.cache,
-        )
+    def examples(part):
+        return pipeline.file_examples(*parts[part], config.image_size, config.cache)
+
+    def evaluation(part):
+        return pipeline.evaluation(examples(part), config.batch_size, eval_prepare)
 
     return Splits(
-        train=make("train", True), val=make("val", False), test=make("test", False),
+        train_stream=pipeline.TrainStream(
+            examples("train"), len(parts["train"][0]), config.batch_size, config.seed, train_prepare
+        ),
+        val=evaluation("val"),
+        test=evaluation("test"),
         num_classes=len(class_names), image_shape=(config.image_size, config.image_size, 3),
         class_names=class_names, sizes={part: len(parts[part][0]) for part in parts},
         skipped=skipped, split_path=split_path,
@@ -261,30 +273,34 @@ def _tfds_splits(config):
     label = builder.info.features["label"]
     size = config.image_size
 
-    def prepare(example_image, example_label):
-        image = tf.image.convert_image_dtype(example_image, tf.float32)
+    def to_rgb(image, target):
         if image.shape[-1] == 1:
             image = tf.image.grayscale_to_rgb(image)
         if size:
-            image = tf.image.resize(image, (size, size), antialias=True)
-        return tf.clip_by_value(image, 0.0, 1.0), tf.cast(example_label, tf.int32)
+            resized = tf.image.resize(image, (size, size), antialias=True)
+            image = tf.saturate_cast(tf.round(resized), tf.uint8)
+        return image, tf.cast(target, tf.int32)
 
-    def make(part, training):
-        dataset = builder.as_dataset(split=wanted[part], as_supervised=True, shuffle_files=training)
-        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = pipeline.cache(dataset, config.cache)
-        if training:
-            dataset = dataset.shuffle(10_000, seed=config.seed, reshuffle_each_iteration=True)
-        return pipeline.finish(dataset, config.batch_size, training, augment_fn)
+    def examples(part):
+        dataset = builder.as_dataset(split=wanted[part], as_supervised=True, shuffle_files=False)
+        dataset = dataset.map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+        return pipeline.cache(dataset, config.cache)
 
-    augment_fn = pipeline.array_augmentation("flip" if config.augment == "auto" else config.augment)
-
+    train_prepare, eval_prepare = pipeline.array_preparation(
+        "flip" if config.augment == "auto" else config.augment
+    )
+    sizes = {part: int(splits[spec].num_examples) for part, spec in wanted.items()}
     shape = builder.info.features["image"].shape
-    image_shape = (size or shape[0], size or shape[1], 3)
     return Splits(
-        train=make("train", True), val=make("val", False), test=make("test", False),
-        num_classes=label.num_classes, image_shape=image_shape, class_names=tuple(label.names),
-        sizes={part: int(splits[spec].num_examples) for part, spec in wanted.items()},
+        train_stream=pipeline.TrainStream(
+            examples("train"), sizes["train"], config.batch_size, config.seed, train_prepare
+        ),
+        val=pipeline.evaluation(examples("val"), config.batch_size, eval_prepare),
+        test=pipeline.evaluation(examples("test"), config.batch_size, eval_prepare),
+        num_classes=label.num_classes,
+        image_shape=(size or shape[0], size or shape[1], 3),
+        class_names=tuple(label.names),
+        sizes=sizes,
     )
 
 

@@ -1,21 +1,33 @@
-"""tf.data pipelines from arrays or image files: decode, cache, augment, batch, prefetch.
+"""tf.data pipelines: decode, cache, shuffle, augment, batch, prefetch.
 
 Every pipeline yields ``(pixels, label)`` with float32 pixels in [0, 1] and int32 labels, in
 batches of the *global* batch size (Keras splits them across replicas).
+
+Training data is a ``TrainStream``: epoch ``e`` visits the examples in an order fixed by
+``(seed, e)``, so the stream can restart at any global step and a resumed run sees the same
+batches as an uninterrupted one. (Random augmentation is not part of that guarantee: its
+draws after a restart differ.)
 """
+
+import dataclasses
+from typing import Callable
 
 import tensorflow as tf
 
 from atalp_tf.choices import AUGMENTATIONS
-
 from atalp_tf.datasets.images import read_resized
 
 # Eval images are resized so the centre crop keeps 87.5% of the shorter side (224 of 256).
 CENTRE_CROP_FRACTION = 0.875
+_EPOCH_SEED_STRIDE = 1_000_003
 
 
 def load_size(image_size):
     return round(image_size / CENTRE_CROP_FRACTION)
+
+
+def _to_float(image):
+    return tf.image.convert_image_dtype(image, tf.float32)
 
 
 def _flip(image):
@@ -47,17 +59,10 @@ def _resized_crop(image, size, area=(0.25, 1.0), aspect=(3 / 4, 4 / 3)):
 
 def _centre_crop(image, size):
     shape = tf.shape(image)
-    top = (shape[0] - size) // 2
-    left = (shape[1] - size) // 2
-    return tf.image.crop_to_bounding_box(image, top, left, size, size)
+    return tf.image.crop_to_bounding_box(image, (shape[0] - size) // 2, (shape[1] - size) // 2, size, size)
 
 
-def finish(dataset, batch_size, training, augment_fn=None):
-    """Augments (training only), batches, shards by example and prefetches."""
-    if training and augment_fn is not None:
-        dataset = dataset.map(augment_fn, num_parallel_calls=tf.data.AUTOTUNE)
-    # A short last training batch gives batch norm noisy statistics; evaluation keeps it.
-    dataset = dataset.batch(batch_size, drop_remainder=training)
+def _finalize(dataset):
     options = tf.data.Options()
     # Examples, not files, are divided among workers: the file list is one tensor, so
     # file-level sharding would leave all but one worker without data.
@@ -72,39 +77,70 @@ def cache(dataset, where):
     return dataset.cache("" if where == "memory" else where)
 
 
-def array_augmentation(augment):
-    """The (image, label) map of ``augment`` for images already at the model's size."""
-    functions = {
-        "none": None,
-        "flip": lambda x, y: (_flip(x), y),
-        "pad_crop": lambda x, y: (_pad_crop(x), y),
-    }
-    if augment not in functions:
+def _map(fn):
+    return lambda image, label: (fn(image), label)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStream:
+    """Training batches whose order is a function of ``(seed, epoch)`` (and TF's global seed).
+
+    ``examples`` holds the decoded (and possibly cached) examples in a fixed order; ``prepare``
+    turns one stored image into the model's float input, with random augmentation.
+    """
+
+    examples: tf.data.Dataset
+    size: int
+    batch_size: int
+    seed: int
+    prepare: Callable
+
+    @property
+    def steps_per_epoch(self):
+        return self.size // self.batch_size
+
+    def _epoch(self, epoch):
+        seed = epoch * _EPOCH_SEED_STRIDE + self.seed
+        shuffled = self.examples.shuffle(self.size, seed=seed, reshuffle_each_iteration=False)
+        prepared = shuffled.map(_map(self.prepare), num_parallel_calls=tf.data.AUTOTUNE)
+        # A short last batch would give batch norm noisy statistics: drop it.
+        return prepared.batch(self.batch_size, drop_remainder=True)
+
+    def epoch(self, epoch=0):
+        """One epoch's batches, for inspection and benchmarks."""
+        return _finalize(self._epoch(epoch))
+
+    def from_step(self, step, epochs):
+        """The batches from global step ``step`` to the end of epoch ``epochs - 1``."""
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        dataset = self._epoch(epoch).skip(offset)
+        for later in range(epoch + 1, epochs):
+            dataset = dataset.concatenate(self._epoch(later))
+        return _finalize(dataset)
+
+
+def evaluation(examples, batch_size, prepare):
+    """Batches in storage order, the last one possibly short."""
+    return _finalize(examples.map(_map(prepare), num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size))
+
+
+def array_preparation(augment):
+    """(train, eval) preparations of images already at the model's size."""
+    augmentations = {"none": lambda x: x, "flip": _flip, "pad_crop": _pad_crop}
+    if augment not in augmentations:
         raise ValueError(
             f"augment={augment!r} does not apply to fixed-size images; use none, flip or pad_crop"
         )
-    return functions[augment]
+    augmentation = augmentations[augment]
+    return (lambda image: augmentation(_to_float(image))), _to_float
 
 
-def from_arrays(images, labels, *, batch_size, training, augment, seed, cache_to=""):
-    """Pipeline over in-memory float32 images already at the model's size."""
-    augment_fn = array_augmentation(augment)
-    dataset = cache(tf.data.Dataset.from_tensor_slices((images, labels)), cache_to)
-    if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return finish(dataset, batch_size, training, augment_fn)
+def file_examples(paths, labels, image_size, cache_to=""):
+    """Decoded uint8 images, shorter side ``image_size / 0.875``, in the order of ``paths``.
 
-
-def from_files(paths, labels, *, batch_size, image_size, training, augment, seed, cache_to=""):
-    """Pipeline over image files of any size and colour mode.
-
-    Files are decoded (in parallel, by Pillow) with their shorter side resized to
-    ``image_size / 0.875``; evaluation takes the centre ``image_size`` square, training the
-    augmentation named by ``augment``. ``cache_to`` ("memory" or a file prefix) keeps the
-    decoded, resized images, so only the first epoch decodes.
+    Pillow decodes in parallel threads (it releases the GIL); ``cache_to`` ("memory" or a file
+    prefix) keeps the decoded images so only the first pass decodes.
     """
-    if augment not in AUGMENTATIONS[1:]:
-        raise ValueError(f"Unknown augment={augment!r}; expected one of {AUGMENTATIONS[1:]}")
     side = load_size(image_size)
 
     def decode(path, label):
@@ -112,18 +148,21 @@ def from_files(paths, labels, *, batch_size, image_size, training, augment, seed
             lambda p: read_resized(p.decode(), side), [path], tf.uint8, stateful=False
         )
         image.set_shape([None, None, 3])
-        return tf.image.convert_image_dtype(image, tf.float32), label
+        return image, label
 
     dataset = tf.data.Dataset.from_tensor_slices((list(paths), labels))
-    # Uncached, shuffle the file names (cheap); cached, shuffle the decoded images after.
-    if training and not cache_to:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    dataset = cache(dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE), cache_to)
-    if training and cache_to:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    if not training or augment != "resized_crop":
-        dataset = dataset.map(
-            lambda x, y: (_centre_crop(x, image_size), y), num_parallel_calls=tf.data.AUTOTUNE
-        )
-        return finish(dataset, batch_size, training, array_augmentation(augment))
-    return finish(dataset, batch_size, training, lambda x, y: (_resized_crop(x, image_size), y))
+    return cache(dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE), cache_to)
+
+
+def file_preparation(augment, image_size):
+    """(train, eval) preparations of decoded files: evaluation takes the centre square."""
+    if augment not in AUGMENTATIONS[1:]:
+        raise ValueError(f"Unknown augment={augment!r}; expected one of {AUGMENTATIONS[1:]}")
+
+    def centre(image):
+        return _centre_crop(_to_float(image), image_size)
+
+    if augment == "resized_crop":
+        return (lambda image: _resized_crop(_to_float(image), image_size)), centre
+    train, _ = array_preparation(augment)
+    return (lambda image: train(centre(image))), centre

@@ -1,0 +1,210 @@
+"""Surviving faults: SIGKILL and resume, refusing another run's directory, NaN stop, and
+loading only what fits."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import REPO
+
+QUICKSTART = os.path.join(REPO, "flags", "quickstart.cfg")
+# Digits at 8x8: 1257 training images, 64 a batch -> 19 steps an epoch.
+TINY = [
+    f"--flagfile={QUICKSTART}", "--image_size=8", "--width=4", "--attack_steps=1",
+    "--eval_steps=2", "--verbose=2",
+]
+STEPS_PER_EPOCH = 19
+
+
+def _command(model_dir, *extra):
+    return [sys.executable, "-m", "atalp_tf.train", *TINY, f"--model_dir={model_dir}", *extra]
+
+
+def _run(model_dir, *extra, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        _command(model_dir, *extra), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def _latest_step(model_dir):
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "resume"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def _kill_after_step(model_dir, step, *extra):
+    """Starts a run, SIGKILLs it once a checkpoint past ``step`` exists; returns that step."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(
+        _command(model_dir, *extra), cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    try:
+        while _latest_step(model_dir) <= step:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no checkpoint appeared in time"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    return _latest_step(model_dir)
+
+
+def _weights(path):
+    import atalp_tf  # noqa: F401
+
+    return keras.saving.load_model(path, compile=False).get_weights()
+
+
+def test_sigkilled_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(tmp_path):
+    extra = ("--epochs=3", "--checkpoint_steps=4", "--deterministic")
+    reference = _run(tmp_path / "whole", *extra)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    killed_at = _kill_after_step(tmp_path / "killed", STEPS_PER_EPOCH + 3, *extra)
+    assert STEPS_PER_EPOCH < killed_at < 3 * STEPS_PER_EPOCH
+    assert not os.path.exists(tmp_path / "killed" / "results.json")
+    resumed = _run(tmp_path / "killed", *extra)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    results = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert results["resumed"] is True
+    assert results["steps"] == 3 * STEPS_PER_EPOCH
+    # The first epoch finished before the kill and is not run again.
+    assert "Epoch 1/3" not in resumed.stdout
+    killed_epoch = killed_at // STEPS_PER_EPOCH + 1
+    assert f"Epoch {killed_epoch}/3" in resumed.stdout
+    if killed_at % STEPS_PER_EPOCH:  # the interrupted epoch runs only its remaining steps
+        assert f"{STEPS_PER_EPOCH - killed_at % STEPS_PER_EPOCH}/{STEPS_PER_EPOCH - killed_at % STEPS_PER_EPOCH}" in resumed.stdout
+
+    for a, b in zip(_weights(tmp_path / "whole" / "model.keras"),
+                    _weights(tmp_path / "killed" / "model.keras")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_directory_of_another_run_is_refused_unless_overwrite(tmp_path):
+    model_dir = tmp_path / "run"
+    _kill_after_step(model_dir, 0, "--epochs=3", "--checkpoint_steps=2")
+    before = sorted(os.listdir(model_dir / "resume"))
+    other = _run(model_dir, "--epochs=3", "--checkpoint_steps=2", "--method=pat", timeout=120)
+    assert other.returncode == 1
+    assert "already holds a run with another configuration" in other.stderr
+    assert "method: 'at_alp' then, 'pat' now" in other.stderr
+    assert "Traceback" not in other.stderr
+    assert sorted(os.listdir(model_dir / "resume")) == before  # nothing touched
+
+    replaced = _run(model_dir, "--epochs=1", "--method=pat", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    saved = json.loads((model_dir / "run_config.json").read_text())
+    assert saved["method"] == "pat" and saved["epochs"] == 1
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    model_dir = tmp_path / "run"
+    result = _run(model_dir, "--epochs=2", "--checkpoint_steps=1", "--learning_rate=1e12",
+                  "--schedule=constant", timeout=300)
+    assert result.returncode == 1
+    assert "The training loss became" in result.stderr and "last good checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    latest = tf.train.latest_checkpoint(str(model_dir / "resume"))
+    assert latest is not None
+    reader = tf.train.load_checkpoint(latest)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert np.all(np.isfinite(value)), f"{name} in the kept checkpoint is not finite"
+    assert not os.path.exists(model_dir / "model.keras")
+
+
+def _folder(root, classes):
+    for part, count in (("train", 6), ("val", 2)):
+        for name in classes:
+            for i in range(count):
+                path = root / part / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (10, 10), (40 * i, 0, 0)).save(path)
+
+
+def test_a_checkpoint_for_another_class_count_is_refused(tmp_path):
+    # train/ and val/ trees are the split as they stand (a seeded split would be pinned in
+    # split.json), so a class folder added between the runs changes the class count.
+    data = tmp_path / "data"
+    _folder(data, ["a", "b"])
+    extra = (f"--dataset=folder", f"--data_dir={data}", "--batch_size=4", "--epochs=3",
+             "--checkpoint_steps=1")
+    _kill_after_step(tmp_path / "run", 1, *extra)
+    _folder(data, ["c"])
+    result = _run(tmp_path / "run", *extra, timeout=120)
+    assert result.returncode != 0
+    assert "was made for 2 classes" in result.stderr and "now has 3 classes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_load_classifier_checks_classes_and_shape_and_refuses_code(tmp_path, digits16):
+    from atalp_tf import backbones
+    from atalp_tf.export import load_classifier
+    from atalp_tf.model import RobustClassifier
+
+    path = str(tmp_path / "m.keras")
+    RobustClassifier(backbones.resnet18(10, (16, 16, 1), width=2), method="standard").save(path)
+    assert load_classifier(path, num_classes=10, image_shape=(16, 16, 1)) is not None
+    with pytest.raises(ValueError, match="classifies 10 classes, but 17 are expected"):
+        load_classifier(path, num_classes=17)
+    with pytest.raises(ValueError, match=r"takes images of shape \(16, 16, 1\)"):
+        load_classifier(path, image_shape=(32, 32, 3))
+
+    inputs = keras.Input((4,))
+    unsafe = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    unsafe_path = str(tmp_path / "unsafe.keras")
+    unsafe.save(unsafe_path)
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_classifier(unsafe_path)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("export") / "run"
+    result = _run(model_dir, "--epochs=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return model_dir
+
+
+_FRESH_PROCESS = r"""
+import sys, numpy as np, tensorflow as tf
+assert "atalp_tf" not in sys.modules
+model = tf.saved_model.load(sys.argv[1])
+out = model.signatures["serving_default"](images=tf.random.uniform([3, 8, 8, 1]))
+assert out["probabilities"].shape == (3, 10) and out["class_ids"].dtype == tf.int32
+raw = model.signatures["serve_uint8"](images=tf.fill([2, 8, 8, 1], tf.constant(255, tf.uint8)))
+same = model.signatures["serving_default"](images=tf.ones([2, 8, 8, 1]))
+np.testing.assert_allclose(raw["probabilities"], same["probabilities"], rtol=1e-5)
+try:
+    model.signatures["serving_default"](images=tf.zeros([1, 16, 16, 1]))
+except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+    print("REFUSED", str(error).replace("\n", " ")[:400])
+assert "atalp_tf" not in sys.modules
+print("OK")
+"""
+
+
+def test_export_serves_float_and_uint8_in_a_process_without_the_package(exported):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, str(exported / "export")],
+        capture_output=True, text=True, timeout=120, env=env, cwd="/",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "OK" in result.stdout
+    refused = [line for line in result.stdout.splitlines() if line.startswith("REFUSED")]
+    assert refused, "an image of the wrong size must be refused"
+    assert "images must have shape [batch, 8, 8, 1]" in refused[0], refused[0]
