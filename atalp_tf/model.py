@@ -114,6 +114,16 @@ class RobustClassifier(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 reduces a sample batch across replicas here to learn the input shapes,
+        # which MultiWorkerMirroredStrategy cannot do for an (images, labels) pair: fit fails
+        # before the first step. This model is built from its backbone and compiles no losses
+        # or metrics, so the optimizer is all that is left to build.
+        del iterator, data_batch
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     def _inference_logits(self, images):
         return self.backbone(images, training=False)["logits"]
 
@@ -175,7 +185,16 @@ class RobustClassifier(keras.Model):
         for kind, value in logits.items():
             self._trackers[f"{kind}_accuracy"].update_state(labels, value)
         names = list(terms) + [f"{kind}_accuracy" for kind in logits]
-        return {name: self._trackers[name].result() for name in names}
+        results = {name: self._trackers[name].result() for name in names}
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # Every replica logs the global values, whatever Keras then does with them.
+            results = context.all_reduce("MEAN", results)
+            if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+                # Keras 3.15 averages step outputs across workers along axis 0, which a
+                # scalar does not have; the values are equal, so the average is unchanged.
+                results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -293,6 +293,9 @@ def _print_summary(results, eval_attack):
     for name in ("last", "best"):
         scores = results[f"test_{name}"]
         print(f"  {name:<6} {scores['clean_accuracy']:>10.4f} {scores['pgd_accuracy']:>10.4f}")
+    if "model_path" not in results:
+        print("This worker is not the chief: the chief writes the model, export and results.")
+        return
     if results["skipped_files"]:
         print(f"Skipped {len(results['skipped_files'])} unreadable file(s) (--bad_images=skip); "
               "they are listed in results.json")

@@ -195,6 +195,11 @@ def prepare_model_dir(config):
     return True
 
 
+def global_step(model):
+    """Optimizer steps taken so far (a distributed variable needs an explicit read)."""
+    return int(model.optimizer.iterations.value.numpy())
+
+
 class _StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops at the first step whose loss is NaN or infinite, before anything is saved."""
 
@@ -203,7 +208,7 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise TrainingDiverged(
                 f"The training loss became {float(loss)} at step "
-                f"{int(self.model.optimizer.iterations)}. Nothing was saved after the last good "
+                f"{global_step(self.model)}. Nothing was saved after the last good "
                 "checkpoint; lower --learning_rate (or the pairing weights) and start again"
             )
 
@@ -220,13 +225,13 @@ class _ResumeCheckpoint(keras.callbacks.Callback):
         self.last_saved = last_saved
 
     def _save(self):
-        step = int(self.model.optimizer.iterations)
+        step = global_step(self.model)
         if step != self.last_saved:
             self.manager.save(checkpoint_number=step)
             self.last_saved = step
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every and int(self.model.optimizer.iterations) % self.every == 0:
+        if self.every and global_step(self.model) % self.every == 0:
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -349,13 +354,13 @@ def run(config):
         best_callback,
         _ResumeCheckpoint(
             manager, config.checkpoint_steps, best_score, best_callback,
-            last_saved=int(model.optimizer.iterations),
+            last_saved=global_step(model),
         ),
     ]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
 
-    step = int(model.optimizer.iterations)
+    step = global_step(model)
     epoch, offset = divmod(step, steps_per_epoch)
     fit_args = dict(
         validation_data=data.val,
@@ -387,7 +392,7 @@ def run(config):
         "split_sizes": data.sizes,
         "split_file": data.split_path,
         "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
-        "steps": int(model.optimizer.iterations),
+        "steps": global_step(model),
         "resumed": resuming,
         "test_last": _evaluate(model, data.test),
     }
