@@ -187,13 +187,15 @@ class RobustClassifier(keras.Model):
         names = list(terms) + [f"{kind}_accuracy" for kind in logits]
         results = {name: self._trackers[name].result() for name in names}
         context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            # Every replica logs the global values, whatever Keras then does with them.
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+            context is not None and context.num_replicas_in_sync > 1
+        ):
+            # Keras 3.15 averages step outputs across workers along axis 0, which a scalar
+            # does not have. Reduced here first, every replica holds the global values, and
+            # a length-1 axis leaves Keras' average of equal values unchanged.
             results = context.all_reduce("MEAN", results)
-            if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-                # Keras 3.15 averages step outputs across workers along axis 0, which a
-                # scalar does not have; the values are equal, so the average is unchanged.
-                results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
     def train_step(self, data):

@@ -140,8 +140,10 @@ def test_mixed_float16_step_scales_the_loss_and_keeps_attack_gradients(digits16)
     logits = model(x[:4])
     assert logits.dtype == "float32"  # the head stays float32 under the policy
     before = [w.numpy().copy() for w in model.trainable_weights]
-    logs = model.train_on_batch(x, y, return_dict=True)
-    assert np.isfinite(logs["loss"])
+    # Dynamic loss scaling starts at 2^15 and skips (and halves the scale on) a step whose
+    # scaled gradients overflow, so allow a few steps.
+    losses = [model.train_on_batch(x, y, return_dict=True)["loss"] for _ in range(4)]
+    assert np.all(np.isfinite(losses))
     moved = sum(not np.allclose(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
     assert moved == len(before)
     # The attack must still move every example: its gradient may not underflow in float16.
