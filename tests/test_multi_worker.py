@@ -72,14 +72,16 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(tmp_path):
         _train(tmp_path / "single", "--strategy=default", env=env),
     ])
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    # Worker 1 is given a directory of its own: it must leave it untouched.
     outputs = _finish([
-        _train(tmp_path / "multi", "--strategy=multi_worker", env=env,
-               tf_config={"cluster": cluster, "task": {"type": "worker", "index": index}})
+        _train(tmp_path / ("multi" if index == 0 else "worker1"), "--strategy=multi_worker",
+               env=env, tf_config={"cluster": cluster, "task": {"type": "worker", "index": index}})
         for index in range(2)
     ])
 
     assert sorted(os.listdir(tmp_path / "multi")) == sorted(os.listdir(tmp_path / "single"))
-    assert "Export:" in outputs[0][0] and "Export:" not in outputs[1][0]  # only the chief exports
+    assert not os.path.exists(tmp_path / "worker1")
+    assert "Export:" in outputs[0][0] and "not the chief" in outputs[1][0]
     results = json.loads((tmp_path / "multi" / "results.json").read_text())
     assert results["steps"] == 1
 
