@@ -149,3 +149,16 @@ def test_rerun_refuses_to_overwrite_the_run(quick_run):
     assert "--model_dir already holds a finished run" in result.stderr
     assert "--overwrite" in result.stderr
     assert (model_dir / "model.keras").stat().st_mtime_ns == before
+
+
+def test_xla_compiled_run_trains(tmp_path):
+    result = _train(
+        f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}", "--image_size=8",
+        "--width=4", "--epochs=1", "--attack_steps=2", "--eval_steps=2", "--verbose=0",
+        "--jit_compile",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["jit_compile"] is True
+    assert 0.0 <= results["test_last"]["pgd_accuracy"] <= results["test_last"]["clean_accuracy"]
+    assert results["steps"] == 19
