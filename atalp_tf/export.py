@@ -67,7 +67,10 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model file at {path}")
-    import atalp_tf  # noqa: F401 -- registers the package's classes for deserialisation
+    # Importing these modules registers the classes a .keras file of this package names
+    # (`import atalp_tf` alone does not under `python -m atalp_tf.<command>`).
+    from atalp_tf import model as _model  # noqa: F401
+    from atalp_tf import preprocessing as _preprocessing  # noqa: F401
 
     model = keras.saving.load_model(path, safe_mode=True, compile=False)
     network = getattr(model, "backbone", model)  # RobustClassifier wraps a functional model

@@ -1,0 +1,102 @@
+"""What a model attends to: per-stage attention maps, attention on object parts, loss landscapes.
+
+These are the quantities behind the paper's pictures and Table 3. Everything here returns
+arrays; ``atalp_tf.visualize`` turns them into PNG, CSV and JSON files.
+
+* ``stage_attention``: for each stage conv2..conv5, Zagoruyko & Komodakis' map
+  ``mean_c A^2`` reshaped to ``[H_j, W_j]`` and L2-normalised per image, the same map that the
+  attention-pairing loss compares (``atalp_tf.losses.attention_map`` is its flattened form).
+* ``part_activation``: the share of a stage's attention energy that falls inside a mask of the
+  object's discriminative parts, ``sum(Q * m) / sum(Q)`` with ``Q = mean_c A^2`` and ``m`` the
+  mask averaged onto the stage's grid (each cell holds the fraction of it the mask covers).
+  A mask over the whole image gives 1; a map that ignores the mask gives its area share.
+* ``loss_landscape``: cross-entropy at ``clip(x + a * sign(grad_x L) + b * r)`` on a grid of
+  ``(a, b)``, ``r`` a Rademacher (random +-1) direction, as in the paper's Figure 6.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from atalp_tf import attacks
+from atalp_tf.backbones import STAGES
+from atalp_tf.losses import attention_map
+
+
+def _backbone(model):
+    return getattr(model, "backbone", model)
+
+
+def stage_attention(model, images):
+    """``{stage: [B, H_j, W_j]}`` attention maps, each L2-normalised per image."""
+    outputs = _backbone(model)(tf.convert_to_tensor(images, tf.float32), training=False)
+    maps = {}
+    for stage in STAGES:
+        features = outputs[stage]
+        flat = attention_map(features)
+        maps[stage] = tf.reshape(flat, tf.shape(features)[:3]).numpy()
+    return maps
+
+
+def _energy(features):
+    return tf.reduce_mean(tf.square(tf.cast(features, tf.float32)), axis=-1)
+
+
+def part_activation(model, images, masks):
+    """``{stage: [B]}`` share of each image's attention energy inside its mask.
+
+    Args:
+        images: ``[B, H, W, C]`` pixels in [0, 1].
+        masks: ``[B, H, W]`` in [0, 1] (1 on the discriminative parts), at the images' size.
+    """
+    masks = tf.convert_to_tensor(masks, tf.float32)[..., None]
+    if masks.shape[1:3] != np.shape(images)[1:3]:
+        raise ValueError(
+            f"masks must have the images' height and width {np.shape(images)[1:3]}; "
+            f"got {tuple(masks.shape[1:3])}"
+        )
+    outputs = _backbone(model)(tf.convert_to_tensor(images, tf.float32), training=False)
+    shares = {}
+    for stage in STAGES:
+        energy = _energy(outputs[stage])
+        grid = energy.shape[1:3]
+        # Area averaging: each grid cell gets the fraction of its pixels the mask covers.
+        cover = tf.image.resize(masks, grid, method="area")[..., 0]
+        inside = tf.reduce_sum(energy * cover, axis=[1, 2])
+        total = tf.reduce_sum(energy, axis=[1, 2])
+        shares[stage] = tf.math.divide_no_nan(inside, total).numpy()
+    return shares
+
+
+def loss_landscape(model, image, label, *, radius, steps=21, seed=0, pixel_range=(0.0, 1.0)):
+    """Cross-entropy on a ``steps x steps`` grid around one image.
+
+    Returns ``(offsets, losses)``: ``offsets`` the ``steps`` values of ``a`` (and of ``b``)
+    from ``-radius`` to ``radius``; ``losses[i, j]`` the loss at ``a = offsets[i]`` along the
+    sign of the input gradient and ``b = offsets[j]`` along a Rademacher direction. With an
+    odd ``steps`` the centre is the unperturbed image.
+    """
+    lo, hi = pixel_range
+    x = tf.convert_to_tensor(np.asarray(image, np.float32)[None])
+    y = tf.constant([int(label)])
+    logits_fn = lambda z: model(z, training=False)  # noqa: E731
+
+    @tf.function  # eagerly, every convolution's filter gradient would be computed too
+    def input_gradient(x):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(attacks.cross_entropy(y, logits_fn(x)))
+        return tape.gradient(loss, x)
+
+    gradient_sign = tf.sign(input_gradient(x))
+    rademacher = tf.constant(np.random.default_rng(seed).choice([-1.0, 1.0], size=x.shape), tf.float32)
+    offsets = np.linspace(-radius, radius, steps).astype(np.float32)
+    a, b = np.meshgrid(offsets, offsets, indexing="ij")
+    points = tf.clip_by_value(
+        x + a.reshape(-1, 1, 1, 1) * gradient_sign + b.reshape(-1, 1, 1, 1) * rademacher, lo, hi
+    )
+    losses = []
+    for start in range(0, points.shape[0], 256):
+        batch = points[start : start + 256]
+        labels = tf.fill([batch.shape[0]], y[0])
+        losses.append(attacks.cross_entropy(labels, logits_fn(batch)).numpy())
+    return offsets, np.concatenate(losses).reshape(steps, steps)

@@ -1,0 +1,77 @@
+"""PNG figures of the inspection results. matplotlib is optional: ``require_matplotlib`` says
+how to install it, and callers still write their CSV and JSON without it."""
+
+import numpy as np
+
+INSTALL_HINT = "pip install 'atalp_tf[plots]'  (or: pip install matplotlib)"
+
+
+def require_matplotlib():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; no display is needed or assumed
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(f"Plots need matplotlib: {INSTALL_HINT}") from error
+    return plt
+
+
+def _upsample(attention, size):
+    """Nearest-block then linear upsampling of a small map to ``size`` for overlaying."""
+    rows = np.linspace(0, attention.shape[0] - 1, size[0])
+    cols = np.linspace(0, attention.shape[1] - 1, size[1])
+    r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    r1, c1 = np.minimum(r0 + 1, attention.shape[0] - 1), np.minimum(c0 + 1, attention.shape[1] - 1)
+    fr, fc = (rows - r0)[:, None], (cols - c0)[None, :]
+    top = attention[r0][:, c0] * (1 - fc) + attention[r0][:, c1] * fc
+    bottom = attention[r1][:, c0] * (1 - fc) + attention[r1][:, c1] * fc
+    return top * (1 - fr) + bottom * fr
+
+
+def _show(axis, image):
+    axis.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def attention_grid(path, image, rows, stages):
+    """One row per (model, clean/adversarial): the input, then each stage's map over it.
+
+    ``rows`` is a list of ``(title, pixels, {stage: map})``.
+    """
+    plt = require_matplotlib()
+    figure, axes = plt.subplots(
+        len(rows), len(stages) + 1, figsize=(2.2 * (len(stages) + 1), 2.2 * len(rows)), squeeze=False
+    )
+    size = image.shape[:2]
+    for row, (title, pixels, maps) in zip(axes, rows):
+        _show(row[0], pixels)
+        row[0].set_ylabel(title, fontsize=8)
+        for axis, stage in zip(row[1:], stages):
+            _show(axis, pixels)
+            overlay = _upsample(maps[stage], size)
+            axis.imshow(overlay / max(overlay.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    for axis, stage in zip(axes[0][1:], stages):
+        axis.set_title(stage, fontsize=9)
+    axes[0][0].set_title("input", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def landscape_surface(path, offsets, surfaces):
+    """3-D loss surfaces side by side; ``surfaces`` is a list of ``(title, losses)``."""
+    plt = require_matplotlib()
+    figure = plt.figure(figsize=(4.5 * len(surfaces), 4))
+    a, b = np.meshgrid(offsets, offsets, indexing="ij")
+    for index, (title, losses) in enumerate(surfaces, start=1):
+        axis = figure.add_subplot(1, len(surfaces), index, projection="3d")
+        axis.plot_surface(a, b, losses, cmap="viridis")
+        axis.set_xlabel("sign(gradient)")
+        axis.set_ylabel("Rademacher")
+        axis.set_zlabel("loss")
+        axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
