@@ -23,6 +23,6 @@ setuptools.setup(
     extras_require={
         "plots": ["matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9"],
-        "test": ["pytest>=8", "tensorflow-datasets>=4.9"],
+        "test": ["pytest>=8", "tensorflow-datasets>=4.9", "matplotlib>=3.8"],
     },
 )
