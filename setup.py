@@ -23,6 +23,12 @@ setuptools.setup(
     extras_require={
         "plots": ["matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9"],
-        "test": ["pytest>=8", "tensorflow-datasets>=4.9", "matplotlib>=3.8"],
+        "test": [
+            "pytest>=8",
+            "tensorflow-datasets>=4.9",
+            "matplotlib>=3.8",
+            # An independent PGD to check ours against (tests only).
+            "adversarial-robustness-toolbox>=1.20",
+        ],
     },
 )

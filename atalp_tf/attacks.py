@@ -95,7 +95,8 @@ def objective(config, labels):
     return lambda logits: base(labels, logits)
 
 
-def _per_example_norm(v):
+def per_example_norm(v):
+    """L2 norm of each example of a batch, shaped to broadcast against it."""
     return tf.sqrt(tf.reduce_sum(tf.square(v), axis=list(range(1, v.shape.rank)), keepdims=True))
 
 
@@ -104,24 +105,25 @@ def _random_start(x, config, seed):
         return keras.random.uniform(tf.shape(x), -config.eps, config.eps, seed=seed)
     # Uniform in the L2 ball: a Gaussian direction times eps * u^(1/d).
     direction = keras.random.normal(tf.shape(x), seed=seed)
-    direction /= _per_example_norm(direction) + 1e-12
+    direction /= per_example_norm(direction) + 1e-12
     dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
     radius = keras.random.uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), seed=seed)
     return direction * config.eps * radius ** (1.0 / dims)
 
 
-def _project(x_adv, x, config, lo, hi):
-    if config.norm == "linf":
-        return tf.clip_by_value(x_adv, tf.maximum(x - config.eps, lo), tf.minimum(x + config.eps, hi))
+def project(x_adv, x, eps, norm, lo, hi):
+    """Back into the ``norm`` ball of radius ``eps`` around ``x`` and the pixel range."""
+    if norm == "linf":
+        return tf.clip_by_value(x_adv, tf.maximum(x - eps, lo), tf.minimum(x + eps, hi))
     delta = x_adv - x
-    factor = tf.minimum(1.0, config.eps / (_per_example_norm(delta) + 1e-12))
+    factor = tf.minimum(1.0, eps / (per_example_norm(delta) + 1e-12))
     return tf.clip_by_value(x + delta * factor, lo, hi)
 
 
 def _ascent_direction(grad, norm):
     if norm == "linf":
         return tf.sign(grad)
-    return grad / (_per_example_norm(grad) + 1e-12)
+    return grad / (per_example_norm(grad) + 1e-12)
 
 
 def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
@@ -148,9 +150,10 @@ def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
             tape.watch(x_adv)
             logits = tf.cast(logits_fn(x_adv), tf.float32)
             loss = tf.reduce_sum(loss_fn(logits))
-        grad = tape.gradient(loss, x_adv)
+        # A model that ignores its input has a zero gradient, not none.
+        grad = tape.gradient(loss, x_adv, unconnected_gradients="zero")
         x_adv = x_adv + config.step_size * _ascent_direction(grad, config.norm)
-        return i + 1, tf.stop_gradient(_project(x_adv, x, config, lo, hi))
+        return i + 1, tf.stop_gradient(project(x_adv, x, config.eps, config.norm, lo, hi))
 
     # A while_loop, not a Python loop: evaluation runs hundreds of steps and autograph is off
     # inside Keras' train_step, so the loop must be built explicitly.

@@ -18,3 +18,6 @@ RUN_ARTIFACTS = (
 )
 # Those that mark a finished run.
 FINISHED_RUN_ARTIFACTS = ("results.json", "export", "model.keras")
+
+# Attacks of the evaluation (atalp_tf.robustness), in the order reports list them.
+ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t", "square", "rays")

@@ -42,3 +42,27 @@ def DEFINE_pixel_value(name, default, help_text, **kwargs):  # noqa: N802 (absl'
 def describe_pixels(value):
     """``0.0314 (8/255)``: a pixel quantity in both units reports should show."""
     return f"{value:.4g} ({value * 255:.4g}/255)"
+
+
+class PixelListParser(flags.ArgumentParser):
+    """Comma-separated pixel values, each as ``PixelValueParser`` reads it: ``8/255,16/255``."""
+
+    syntactic_help = "comma-separated numbers or fractions in (0, 1], e.g. 8/255,16/255"
+
+    def parse(self, argument):
+        if isinstance(argument, (list, tuple)):
+            items = list(argument)
+        else:
+            items = [item for item in str(argument).split(",") if item.strip()]
+        if not items:
+            raise ValueError(f"expected {self.syntactic_help}, got {argument!r}")
+        return [PixelValueParser().parse(item) for item in items]
+
+    def flag_type(self):
+        return "pixel values"
+
+
+def DEFINE_pixel_list(name, default, help_text, **kwargs):  # noqa: N802 (absl's naming)
+    return flags.DEFINE(
+        PixelListParser(), name, default, help_text, serializer=flags.CsvListSerializer(","), **kwargs
+    )

@@ -75,3 +75,23 @@ def landscape_surface(path, offsets, surfaces):
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def accuracy_curves(path, curves, clean_accuracy):
+    """Accuracy against attack iterations, one line per (eps, box), as in the paper's Figure 3.
+
+    ``curves`` maps a label to a list of ``(iterations, accuracy)``.
+    """
+    plt = require_matplotlib()
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    for label, points in curves.items():
+        steps, accuracy = zip(*sorted(points))
+        axis.plot(steps, accuracy, marker="o", linestyle="--" if "black" in label else "-", label=label)
+    axis.axhline(clean_accuracy, color="gray", linewidth=0.8, label="clean")
+    axis.set_xlabel("attack iterations")
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

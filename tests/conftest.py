@@ -51,3 +51,17 @@ def standard_model(digits16):
     accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)
     assert accuracy > 0.9, f"the standard model should learn digits; test accuracy {accuracy:.3f}"
     return model
+
+
+@pytest.fixture(scope="session")
+def source_model(digits16):
+    """A second standard model (other width and seed): the black-box source of transfer attacks."""
+    from atalp_tf import backbones
+    from atalp_tf.model import RobustClassifier
+
+    keras.utils.set_random_seed(1)
+    x, y, _, _ = digits16
+    model = RobustClassifier(backbones.resnet18(10, (16, 16, 1), width=4), method="standard")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(x, y, batch_size=64, epochs=6, verbose=0)
+    return model

@@ -1,0 +1,337 @@
+"""Robust accuracy under a plan of attacks, per example, with the worst case over the attacks.
+
+An example counts as robust under an attack only if the model classifies it correctly both
+clean and attacked; with restarts, only if every restart fails. The worst case at an eps is
+robust only if every attack at that eps, gray-box and black-box, failed on it: the accuracy a
+user can rely on is that one, not any single attack's.
+
+Gray-box attacks are made on the evaluated model itself; black-box (transfer) attacks are made
+on a separate source model and then given to the evaluated one. Every attack is compiled once
+per spec with ``tf.function`` and seeded, so a seed gives the same report on every run.
+
+Besides the plan, the evaluation takes measurements the checks in
+``atalp_tf.robustness_checks`` need: the share of inputs with an all-zero input gradient,
+whether the outputs look like probabilities, whether two identical calls disagree, and accuracy
+under an unbounded PGD (eps covering the whole pixel range), which must be near zero.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from atalp_tf import apgd
+from atalp_tf import attacks
+from atalp_tf import rays
+from atalp_tf import square
+from atalp_tf.choices import ATTACKS
+
+GRADIENT_ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t")
+GRADIENT_FREE_ATTACKS = ("square", "rays")  # scores only; labels only
+
+
+def describe_eps(eps):
+    """``8/255`` when eps is a whole number of 255ths, else the number: reports show both units."""
+    in_255 = eps * 255
+    return f"{round(in_255)}/255" if abs(in_255 - round(in_255)) < 1e-6 else f"{eps:.4g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """One attack of the plan.
+
+    Args:
+        attack: one of ``ATTACKS``.
+        eps: L-inf radius in [0, 1] pixel units.
+        steps: iterations (PGD, APGD), or queries (Square, RayS); 1 for FGSM.
+        restarts: independent runs; an example is robust only if all fail.
+        step_size: PGD's step; None for ``2.5 * eps / steps`` (Madry et al.).
+        transfer: made on the source model and given to the target (black-box).
+        num_targets: target classes tried by APGD-T.
+    """
+
+    attack: str
+    eps: float
+    steps: int = 1
+    restarts: int = 1
+    step_size: float | None = None
+    transfer: bool = False
+    num_targets: int = 9
+
+    def __post_init__(self):
+        if self.attack not in ATTACKS:
+            raise ValueError(f"`attack` must be one of {ATTACKS}. Received: attack={self.attack!r}")
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"`eps` must be in (0, 1] (pixel units). Received: eps={self.eps}")
+        if self.steps < 1 or self.restarts < 1:
+            raise ValueError(
+                f"`steps` and `restarts` must be >= 1. Received: steps={self.steps}, "
+                f"restarts={self.restarts}"
+            )
+
+    @property
+    def pgd_step_size(self):
+        return self.step_size or 2.5 * self.eps / self.steps
+
+    @property
+    def box(self):
+        return "black" if self.transfer else "gray"
+
+    @property
+    def name(self):
+        if self.attack == "fgsm":
+            label = "fgsm"
+        elif self.attack in GRADIENT_FREE_ATTACKS:
+            label = f"{self.attack}-{self.steps}q"
+        else:
+            label = f"{self.attack}-{self.steps}"
+        if self.restarts > 1:
+            label += f"x{self.restarts}"
+        if self.transfer:
+            label = "transfer " + label
+        return f"{label} eps={describe_eps(self.eps)}"
+
+    def to_dict(self):
+        values = dataclasses.asdict(self)
+        values.update(name=self.name, box=self.box, eps_255=self.eps * 255)
+        if self.attack in ("pgd", "pgd_targeted"):
+            values["step_size"] = self.pgd_step_size
+        return values
+
+
+def plan(
+    eps_values,
+    steps_values,
+    attack_names=ATTACKS,
+    *,
+    restarts=1,
+    step_size=None,
+    queries=1000,
+    num_targets=9,
+    transfer=False,
+    num_classes=None,
+):
+    """The attacks to run for each eps: FGSM; PGD at each iteration count; targeted PGD, APGD-CE
+    and APGD-T at the largest count; Square and RayS with ``queries``; and, with ``transfer``,
+    FGSM and PGD at each count again, made on the source model.
+
+    APGD-T is left out for fewer than 4 classes (its loss needs them).
+    """
+    longest = max(steps_values)
+    specs = []
+    for eps in eps_values:
+        for name in attack_names:
+            if name == "fgsm":
+                specs.append(AttackSpec("fgsm", eps))
+            elif name == "pgd":
+                specs += [AttackSpec("pgd", eps, s, restarts, step_size) for s in steps_values]
+            elif name in ("pgd_targeted", "apgd_ce"):
+                specs.append(AttackSpec(name, eps, longest, restarts, step_size))
+            elif name == "apgd_t" and (num_classes is None or num_classes >= 4):
+                specs.append(AttackSpec(name, eps, longest, 1, num_targets=num_targets))
+            elif name in GRADIENT_FREE_ATTACKS:
+                specs.append(AttackSpec(name, eps, queries, 1))
+        if transfer:
+            specs.append(AttackSpec("fgsm", eps, transfer=True))
+            specs += [
+                AttackSpec("pgd", eps, s, restarts, step_size, transfer=True) for s in steps_values
+            ]
+    return specs
+
+
+def logits_of(model):
+    """The model's logits in float32, in inference mode (batch norm frozen)."""
+    return lambda images: tf.cast(model(images, training=False), tf.float32)
+
+
+def compile_spec(spec, logits_fn, seed):
+    """``(images, labels, targets, restart) -> adversarial images`` for ``spec``, compiled once."""
+    seed_generator = keras.random.SeedGenerator(seed)
+    if spec.attack == "fgsm":
+        config = attacks.PGDConfig.fgsm(spec.eps)
+    elif spec.attack in ("pgd", "pgd_targeted"):
+        config = attacks.PGDConfig(
+            spec.eps, spec.pgd_step_size, spec.steps, targeted=spec.attack == "pgd_targeted"
+        )
+
+    def run(images, labels, targets, restart):
+        if spec.attack in ("fgsm", "pgd"):
+            return attacks.attack(logits_fn, images, labels, config, seed=seed_generator)
+        if spec.attack == "pgd_targeted":
+            return attacks.attack(logits_fn, images, targets, config, seed=seed_generator)
+        if spec.attack == "apgd_ce":
+            return apgd.apgd(logits_fn, images, labels, eps=spec.eps, steps=spec.steps, seed=seed_generator)
+        if spec.attack == "apgd_t":
+            return apgd.apgd_targeted(
+                logits_fn, images, labels, eps=spec.eps, steps=spec.steps,
+                num_targets=spec.num_targets, seed=seed_generator,
+            )
+        if spec.attack == "square":
+            return square.square(logits_fn, images, labels, eps=spec.eps, queries=spec.steps, seed=seed + restart)
+        return rays.rays(logits_fn, images, labels, eps=spec.eps, queries=spec.steps)[0]
+
+    return tf.function(run, reduce_retracing=True)
+
+
+@dataclasses.dataclass
+class Report:
+    """Per-example outcomes of an evaluation; ``robust[name]`` is a boolean array per attack."""
+
+    specs: list
+    labels: np.ndarray
+    clean_correct: np.ndarray
+    robust: dict
+    probes: dict
+    num_classes: int
+
+    @property
+    def num_examples(self):
+        return len(self.labels)
+
+    @property
+    def clean_accuracy(self):
+        return float(np.mean(self.clean_correct))
+
+    def accuracy(self, spec):
+        return float(np.mean(self.robust[spec.name]))
+
+    def worst_case(self):
+        """``{eps: (accuracy, names of the attacks at eps)}``, robust only if every attack failed."""
+        result = {}
+        for eps in sorted({s.eps for s in self.specs}):
+            names = [s.name for s in self.specs if s.eps == eps]
+            robust = np.logical_and.reduce([self.robust[n] for n in names])
+            result[eps] = (float(np.mean(robust)), names)
+        return result
+
+    def to_dict(self):
+        return {
+            "num_examples": self.num_examples,
+            "num_classes": self.num_classes,
+            "clean_accuracy": self.clean_accuracy,
+            "attacks": [dict(s.to_dict(), accuracy=self.accuracy(s)) for s in self.specs],
+            "worst_case": [
+                {"eps": eps, "eps_255": eps * 255, "accuracy": acc, "attacks": names}
+                for eps, (acc, names) in self.worst_case().items()
+            ],
+            "probes": self.probes,
+        }
+
+
+def _predict(logits_fn):
+    return tf.function(
+        lambda images: tf.argmax(logits_fn(images), axis=-1, output_type=tf.int32),
+        reduce_retracing=True,
+    )
+
+
+def _random_targets(labels, num_classes, rng):
+    """A uniformly drawn wrong class per example (Engstrom et al.'s targeted PGD)."""
+    offsets = rng.integers(1, max(num_classes, 2), size=len(labels))
+    return ((labels + offsets) % num_classes).astype(np.int32)
+
+
+class _Probes:
+    """Accumulates the measurements the false-robustness checks read."""
+
+    def __init__(self, logits_fn, steps):
+        self.logits_fn = logits_fn
+        self.zero_gradient = 0
+        self.seen = 0
+        self.probability_rows = 0
+        self.largest_repeat_change = 0.0
+        self.largest_logit = 0.0
+        self.unbounded_robust = 0
+        unbounded = attacks.PGDConfig(1.0, 2.5 / steps, steps, random_start=False)
+        self.unbounded = attacks.compile_attack(logits_fn, unbounded)
+
+        @tf.function(reduce_retracing=True)
+        def gradients(images, labels):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(images)
+                logits = logits_fn(images)
+                loss = tf.reduce_sum(attacks.cross_entropy(labels, logits))
+            return logits, logits_fn(images), tape.gradient(loss, images, unconnected_gradients="zero")
+
+        self.gradients = gradients
+
+    def add(self, images, labels, predict):
+        logits, again, grad = (t.numpy() for t in self.gradients(images, labels))
+        self.seen += len(labels)
+        self.zero_gradient += int(np.sum(np.all(grad.reshape(len(grad), -1) == 0, axis=1)))
+        in_unit = (logits >= 0).all(axis=1) & (logits <= 1).all(axis=1)
+        self.probability_rows += int(np.sum(in_unit & (np.abs(logits.sum(axis=1) - 1) < 1e-3)))
+        self.largest_repeat_change = max(self.largest_repeat_change, float(np.abs(logits - again).max()))
+        self.largest_logit = max(self.largest_logit, float(np.abs(logits).max()))
+        adversarial = self.unbounded(images, labels)
+        self.unbounded_robust += int(np.sum(predict(adversarial).numpy() == labels))
+
+    def result(self):
+        return {
+            "zero_gradient_share": self.zero_gradient / self.seen,
+            "probability_rows_share": self.probability_rows / self.seen,
+            "repeat_call_max_change": self.largest_repeat_change,
+            "largest_abs_output": self.largest_logit,
+            "unbounded_pgd_accuracy": self.unbounded_robust / self.seen,
+        }
+
+
+def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, progress=None):
+    """Runs ``specs`` on every batch and returns a ``Report``.
+
+    Args:
+        target: logits function of the evaluated model (``logits_of(model)``).
+        batches: iterable of ``(images, labels)``, pixels in [0, 1].
+        specs: ``AttackSpec`` list (``plan``); transfer specs need ``source``.
+        source: logits function of the black-box source model.
+        num_classes: classes of the target (read from its output when None).
+        progress: optional callable ``(done_examples)`` after each batch.
+    """
+    if any(s.transfer for s in specs) and source is None:
+        raise ValueError("The plan has black-box (transfer) attacks but no source model was given")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"The plan names an attack twice: {sorted(n for n in names if names.count(n) > 1)}")
+    predict = _predict(target)
+    longest = max([s.steps for s in specs if s.attack in ("pgd", "apgd_ce")] or [20])
+    probes = _Probes(target, min(max(longest, 20), 100))
+    compiled = {
+        s.name: compile_spec(s, source if s.transfer else target, seed + i) for i, s in enumerate(specs)
+    }
+    rng = np.random.default_rng(seed)
+    labels_all, clean_all, robust = [], [], {n: [] for n in names}
+    for images, labels in batches:
+        images = tf.convert_to_tensor(images, tf.float32)
+        labels = np.asarray(labels, np.int32)
+        if num_classes is None:
+            num_classes = int(target(images[:1]).shape[-1])
+        clean = predict(images).numpy() == labels
+        targets = tf.constant(_random_targets(labels, num_classes, rng))
+        for spec in specs:
+            ok = clean.copy()
+            for restart in range(spec.restarts):
+                adversarial = compiled[spec.name](images, tf.constant(labels), targets, tf.constant(restart))
+                ok &= predict(adversarial).numpy() == labels
+            robust[spec.name].append(ok)
+        probes.add(images, tf.constant(labels), predict)
+        labels_all.append(labels)
+        clean_all.append(clean)
+        if progress:
+            progress(sum(len(l) for l in labels_all))
+    if not labels_all:
+        raise ValueError("No examples to evaluate: the dataset is empty")
+    return Report(
+        specs=list(specs),
+        labels=np.concatenate(labels_all),
+        clean_correct=np.concatenate(clean_all),
+        robust={n: np.concatenate(v) for n, v in robust.items()},
+        probes=probes.result(),
+        num_classes=num_classes,
+    )
+
+
+def standard_error(accuracy, n):
+    """Binomial standard error of an accuracy over ``n`` examples."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / max(n, 1))

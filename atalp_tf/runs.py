@@ -1,0 +1,77 @@
+"""Finding a trained model and its data from what a user points at.
+
+``locate(path, checkpoint)`` accepts what training leaves behind (see ``atalp_tf.training``):
+
+* a ``.keras`` file (``model.keras``, ``checkpoints/best.keras`` or any other);
+* a run's ``model_dir``: its ``model.keras`` (``final``), ``checkpoints/best.keras``
+  (``best``) or ``checkpoints/last.keras`` (``last``);
+* a run's ``export/`` SavedModel: the ``model.keras`` written beside it. The SavedModel itself
+  serves probabilities, not logits, and attacks need the logits.
+
+The run directory, when there is one, also says which data the model was trained on.
+"""
+
+import dataclasses
+import json
+import os
+
+from atalp_tf import datasets
+
+CHECKPOINTS = ("final", "best", "last")
+_CHECKPOINT_FILES = {
+    "final": "model.keras",
+    "best": os.path.join("checkpoints", "best.keras"),
+    "last": os.path.join("checkpoints", "last.keras"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Located:
+    model_file: str
+    run_dir: str | None
+
+
+def _run_dir_above(path):
+    for candidate in (os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        if os.path.isfile(os.path.join(candidate, "run_config.json")):
+            return candidate
+    return None
+
+
+def locate(path, checkpoint="final"):
+    """The ``.keras`` file and run directory that ``path`` names; errors say what was expected."""
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"`checkpoint` must be one of {CHECKPOINTS}. Received: checkpoint={checkpoint!r}")
+    path = os.path.abspath(path)
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise ValueError(f"{path} is not a .keras model; give a .keras file, a model_dir or an export")
+        return Located(path, _run_dir_above(path))
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        beside = os.path.join(os.path.dirname(path), "model.keras")
+        if os.path.isfile(beside):
+            return Located(beside, _run_dir_above(beside))
+        raise FileNotFoundError(
+            f"{path} is a SavedModel without the model.keras that training writes beside it; "
+            "its serving signature returns probabilities, and attacks need logits: give the .keras file"
+        )
+    if any(os.path.exists(os.path.join(path, name)) for name in ("run_config.json", "model.keras", "checkpoints")):
+        model_file = os.path.join(path, _CHECKPOINT_FILES[checkpoint])
+        if not os.path.isfile(model_file):
+            raise FileNotFoundError(
+                f"The run in {path} has no {_CHECKPOINT_FILES[checkpoint]} (checkpoint={checkpoint}); "
+                "has it finished? Choose another checkpoint or a .keras file"
+            )
+        return Located(model_file, _run_dir_above(model_file))
+    raise FileNotFoundError(f"{path} is neither a .keras file, a training model_dir nor an export")
+
+
+def data_config(run_dir, **overrides):
+    """The ``DataConfig`` a run trained with (and its saved split), with ``overrides`` applied."""
+    with open(os.path.join(run_dir, "run_config.json")) as f:
+        values = dict(json.load(f)["data"])
+    split = os.path.join(run_dir, "split.json")
+    if os.path.isfile(split) and not values.get("split_file"):
+        values["split_file"] = split
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return datasets.DataConfig(**values)

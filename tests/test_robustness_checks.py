@@ -1,0 +1,98 @@
+"""Each false-robustness check fires on a model built to trip it and stays quiet on an honest one."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from atalp_tf import robustness
+from atalp_tf import robustness_checks
+from atalp_tf.robustness import AttackSpec
+
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def batches(digits16):
+    _, _, x, y = digits16
+    return [(x[:96].astype(np.float32), y[:96].astype(np.int32))]
+
+
+def _fired(report):
+    return {c.name for c in robustness_checks.run_checks(report) if c.fired}
+
+
+def test_an_honest_model_trips_no_check(standard_model, source_model, batches):
+    specs = [AttackSpec("fgsm", e) for e in (4 / 255, EPS)]
+    specs += [AttackSpec("pgd", e, s) for e in (4 / 255, EPS) for s in (5, 10)]
+    specs += [AttackSpec("apgd_ce", EPS, 10), AttackSpec("square", EPS, 200)]
+    specs += [AttackSpec("pgd", EPS, 10, transfer=True)]
+    report = robustness.evaluate(
+        robustness.logits_of(standard_model), batches, specs,
+        source=robustness.logits_of(source_model), seed=0,
+    )
+    assert _fired(report) == set()
+    assert report.probes["unbounded_pgd_accuracy"] < 0.05
+
+
+def test_a_gradient_masking_model_trips_the_gradient_checks(standard_model, batches):
+    # Logits scaled by 1e4 saturate the softmax: the cross-entropy's input gradient is exactly
+    # zero on confident inputs, while the decisions are the honest model's.
+    honest = robustness.logits_of(standard_model)
+    masked = lambda images: 1e4 * honest(images)  # noqa: E731
+    specs = [
+        AttackSpec("fgsm", EPS),
+        AttackSpec("pgd", EPS, 10),
+        AttackSpec("square", EPS, 300),
+        AttackSpec("pgd", EPS, 10, transfer=True),
+    ]
+    report = robustness.evaluate(masked, batches, specs, source=honest, seed=0)
+    fired = _fired(report)
+    assert {"zero_gradients", "unbounded_attack_fails", "gradient_free_beats_gradient",
+            "black_box_beats_gray_box"} <= fired
+    assert not {"outputs_probabilities", "random_outputs"} & fired
+    # The worst case still reports what Square and the transfer attack found.
+    worst, _ = report.worst_case()[EPS]
+    assert worst < report.accuracy(specs[1]) - 0.1
+
+
+def test_the_scale_invariant_dlr_loss_sees_through_the_saturated_softmax(standard_model, batches):
+    honest = robustness.logits_of(standard_model)
+    specs = [AttackSpec("pgd", EPS, 10), AttackSpec("apgd_t", EPS, 10, num_targets=3)]
+    masked = robustness.evaluate(lambda images: 1e4 * honest(images), batches, specs, seed=0)
+    plain = robustness.evaluate(honest, batches, specs, seed=0)
+    assert masked.accuracy(specs[1]) < masked.accuracy(specs[0]) - 0.2
+    assert masked.accuracy(specs[1]) <= plain.accuracy(specs[1]) + 0.05
+
+
+def test_a_model_that_outputs_probabilities_is_flagged(standard_model, batches):
+    honest = robustness.logits_of(standard_model)
+    report = robustness.evaluate(
+        lambda images: tf.nn.softmax(honest(images)), batches, [AttackSpec("pgd", EPS, 5)]
+    )
+    assert "outputs_probabilities" in _fired(report)
+
+
+def test_a_random_model_is_flagged(standard_model, batches):
+    honest = robustness.logits_of(standard_model)
+    noisy = lambda images: honest(images) + tf.random.normal([tf.shape(images)[0], 10])  # noqa: E731
+    report = robustness.evaluate(noisy, batches, [AttackSpec("pgd", EPS, 5)])
+    assert "random_outputs" in _fired(report)
+
+
+def _report(accuracies, n=400):
+    """A report whose attacks have the given accuracies (``{spec: accuracy}``)."""
+    specs = list(accuracies)
+    robust = {s.name: np.arange(n) < round(a * n) for s, a in accuracies.items()}
+    probes = dict(zero_gradient_share=0.0, probability_rows_share=0.0, repeat_call_max_change=0.0,
+                  largest_abs_output=5.0, unbounded_pgd_accuracy=0.0)
+    return robustness.Report(specs, np.zeros(n, np.int32), np.ones(n, bool), robust, probes, 10)
+
+
+def test_accuracy_rising_with_eps_or_iterations_is_flagged():
+    rising_eps = _report({AttackSpec("pgd", 4 / 255, 10): 0.40, AttackSpec("pgd", EPS, 10): 0.55})
+    assert _fired(rising_eps) == {"accuracy_rises_with_eps"}
+    rising_steps = _report({AttackSpec("pgd", EPS, 10): 0.40, AttackSpec("pgd", EPS, 100): 0.55})
+    assert _fired(rising_steps) == {"more_iterations_raise_accuracy"}
+    # Differences within sampling noise (two standard errors plus a point) do not fire.
+    noise = _report({AttackSpec("pgd", EPS, 10): 0.40, AttackSpec("pgd", EPS, 100): 0.44})
+    assert _fired(noise) == set()
