@@ -1,0 +1,98 @@
+"""The evaluate command: flag errors, model locations, and a full run that writes its reports."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from atalp_tf import runs
+from conftest import REPO
+
+
+def _run(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "atalp_tf.evaluate", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--steps=10,0", "--steps must be positive integers"),
+        ("--attacks=pgd,cw", "--attacks must name attacks from fgsm"),
+        ("--eps=8/255,2", "flag --eps=8/255,2: expected a value in (0, 1]"),
+        ("--restarts=0", "--restarts"),
+    ],
+)
+def test_bad_flags_fail_fast_naming_the_flag(tmp_path, flag, message):
+    (tmp_path / "m.keras").write_bytes(b"")
+    result = _run(f"--model={tmp_path / 'm.keras'}", flag)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_a_missing_model_is_named(tmp_path):
+    result = _run(f"--model={tmp_path / 'nothing.keras'}")
+    assert result.returncode != 0 and "--model must be an existing" in result.stderr
+
+
+def test_locate_finds_the_model_of_each_form(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "export").mkdir()
+    (run / "export" / "saved_model.pb").write_bytes(b"")
+    for name in ("run_config.json", "model.keras", "checkpoints/best.keras"):
+        (run / name).write_text("{}")
+    assert runs.locate(str(run)) == runs.Located(str(run / "model.keras"), str(run))
+    assert runs.locate(str(run), "best").model_file == str(run / "checkpoints" / "best.keras")
+    assert runs.locate(str(run / "checkpoints" / "best.keras")).run_dir == str(run)
+    assert runs.locate(str(run / "export")).model_file == str(run / "model.keras")
+    with pytest.raises(FileNotFoundError, match="checkpoints/last.keras"):
+        runs.locate(str(run), "last")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="attacks need logits"):
+        runs.locate(str(bare))
+    with pytest.raises(FileNotFoundError, match="neither a .keras file"):
+        runs.locate(str(tmp_path))
+
+
+def test_a_run_writes_table_json_csv_and_figure_and_keeps_them(standard_model, source_model, tmp_path):
+    target, source = tmp_path / "target.keras", tmp_path / "source.keras"
+    standard_model.save(target)
+    source_model.save(source)
+    out = tmp_path / "evaluation"
+    args = [
+        f"--model={target}", f"--source_model={source}", "--dataset=digits", "--image_size=16",
+        "--num_examples=40", "--batch_size=20", "--eps=4/255,8/255", "--steps=2,5",
+        "--attacks=fgsm,pgd,apgd_ce,square", "--queries=30", f"--out_dir={out}",
+    ]
+    result = _run(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "worst case per example at eps 0.03137 (8/255)" in result.stdout
+    assert "checks: " in result.stdout
+    with open(out / "evaluation.json") as f:
+        saved = json.load(f)
+    assert saved["num_examples"] == 40 and saved["source_model"] == str(source)
+    names = [a["name"] for a in saved["attacks"]]
+    assert "apgd_ce-5 eps=8/255" in names and "transfer pgd-5 eps=4/255" in names
+    assert len(saved["checks"]) == 8 and isinstance(saved["warnings"], list)
+    worst = {round(w["eps_255"]): w["accuracy"] for w in saved["worst_case"]}
+    assert worst[8] <= min(a["accuracy"] for a in saved["attacks"] if round(a["eps_255"]) == 8)
+    with open(out / "evaluation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["name"] == "clean" and len(rows) == 1 + len(names) + 2
+    with Image.open(out / "accuracy_vs_iterations.png") as png:
+        assert png.size[0] > 100
+    # A second run does not replace the first one's files unless asked.
+    before = (out / "evaluation.json").read_text()
+    again = _run(*args)
+    assert again.returncode == 1 and "pass --overwrite" in again.stderr
+    assert (out / "evaluation.json").read_text() == before
