@@ -13,6 +13,7 @@ friends name other data. Written to ``--out_dir`` (default ``MODEL_DIR/evaluatio
 Pixels are in [0, 1]: ``--eps=8/255`` and ``--eps=0.25`` (the paper's 64/256) both work.
 """
 
+import logging
 import os
 import sys
 import time
@@ -158,10 +159,20 @@ def _evaluate():
     return report, checks
 
 
+class _FirstTracesFilter(logging.Filter):
+    """Drops TensorFlow's "frequent retracing" warning. It counts traces of every function made
+    from the same Python code, so one first trace per attack of the plan trips it; the plan's
+    functions are traced once per batch shape (tests/test_robustness.py counts them)."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    logging.getLogger("tensorflow").addFilter(_FirstTracesFilter())
     from atalp_tf.datasets.images import BadImagesError
 
     try:

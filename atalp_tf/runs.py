@@ -31,9 +31,22 @@ class Located:
     run_dir: str | None
 
 
+def _run_config(run_dir):
+    """The run's configuration: ``run_config.json``, or the copy in ``results.json``."""
+    path = os.path.join(run_dir, "run_config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    path = os.path.join(run_dir, "results.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f).get("config")
+    return None
+
+
 def _run_dir_above(path):
     for candidate in (os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-        if os.path.isfile(os.path.join(candidate, "run_config.json")):
+        if any(os.path.isfile(os.path.join(candidate, n)) for n in ("run_config.json", "results.json")):
             return candidate
     return None
 
@@ -68,8 +81,10 @@ def locate(path, checkpoint="final"):
 
 def data_config(run_dir, **overrides):
     """The ``DataConfig`` a run trained with (and its saved split), with ``overrides`` applied."""
-    with open(os.path.join(run_dir, "run_config.json")) as f:
-        values = dict(json.load(f)["data"])
+    config = _run_config(run_dir)
+    if not config or "data" not in config:
+        raise FileNotFoundError(f"{run_dir} has no run_config.json saying which data it trained on; pass --dataset")
+    values = dict(config["data"])
     split = os.path.join(run_dir, "split.json")
     if os.path.isfile(split) and not values.get("split_file"):
         values["split_file"] = split
