@@ -77,21 +77,33 @@ def landscape_surface(path, offsets, surfaces):
     plt.close(figure)
 
 
-def accuracy_curves(path, curves, clean_accuracy):
+def accuracy_curves(path, curves, clean_accuracy=None):
     """Accuracy against attack iterations, one line per (eps, box), as in the paper's Figure 3.
 
     ``curves`` maps a label to a list of ``(iterations, accuracy)``.
     """
+    accuracy_panels(path, {"": curves}, clean_accuracy)
+
+
+def accuracy_panels(path, panels, clean_accuracy=None):
+    """``accuracy_curves`` side by side: ``panels`` maps a title to its curves."""
     plt = require_matplotlib()
-    figure, axis = plt.subplots(figsize=(5.5, 4))
-    for label, points in curves.items():
-        steps, accuracy = zip(*sorted(points))
-        axis.plot(steps, accuracy, marker="o", linestyle="--" if "black" in label else "-", label=label)
-    axis.axhline(clean_accuracy, color="gray", linewidth=0.8, label="clean")
-    axis.set_xlabel("attack iterations")
-    axis.set_ylabel("accuracy")
-    axis.set_ylim(0, 1)
-    axis.legend(fontsize=8)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    palette = plt.get_cmap("tab10").colors
+    colors = {}  # one colour per model (the label without its last word, the box)
+    for axis, (title, curves) in zip(axes[0], panels.items()):
+        for label, points in curves.items():
+            steps, accuracy = zip(*sorted(points))
+            color = colors.setdefault(label.rsplit(" ", 1)[0], palette[len(colors) % len(palette)])
+            style = "--" if "black" in label else "-"
+            axis.plot(steps, accuracy, marker="o", linestyle=style, color=color, label=label)
+        if clean_accuracy is not None:
+            axis.axhline(clean_accuracy, color="gray", linewidth=0.8, label="clean")
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("attack iterations")
+        axis.set_ylabel("accuracy")
+        axis.set_ylim(0, 1)
+        axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

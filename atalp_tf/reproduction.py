@@ -1,0 +1,191 @@
+"""Runs a suite (``atalp_tf.suites``): trains every model, evaluates each, writes the table.
+
+``out_dir`` holds one training ``model_dir`` per method (and ``source/`` for the black-box
+model), each with its ``evaluation/``, plus:
+
+* ``settings.json``: the suite exactly as run (data, training and attack settings, seeds);
+* ``table.md`` and ``table.csv``: the table in the paper's shape;
+* ``timing.json``: training hours per model (summed over the sessions of a resumed run);
+* ``accuracy_vs_iterations.png`` for transfer tables, with matplotlib (the paper's Figure 3).
+
+A suite stopped at any point and started again skips what is done: a finished training run
+(its ``results.json``) and a finished evaluation (its ``evaluation.json``); an interrupted
+training run resumes from its checkpoint (``atalp_tf.training``).
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+from atalp_tf import datasets
+from atalp_tf import plots
+from atalp_tf import robustness
+from atalp_tf import robustness_checks
+from atalp_tf import robustness_report
+from atalp_tf import training
+from atalp_tf.export import load_classifier
+
+
+def _jsonable(suite):
+    values = dataclasses.asdict(suite)
+    return json.loads(json.dumps(values, default=list))
+
+
+def train_config(suite, name, out_dir, data_overrides=None):
+    """The ``TrainConfig`` of one model of the suite (``name``: a method or ``source``)."""
+    values = dict(suite.train)
+    if name == "source":
+        values.update(suite.source)
+    else:
+        values["method"] = name
+    data = datasets.DataConfig(**dict(suite.data, **(data_overrides or {})))
+    return training.TrainConfig(model_dir=os.path.join(out_dir, name), data=data, verbose=2, **values)
+
+
+def _plan(suite, transfer, num_classes):
+    e = suite.evaluation
+    return robustness.plan(
+        e.eps, e.steps, e.attacks, restarts=e.restarts, step_size=e.step_size, queries=e.queries,
+        num_targets=e.num_targets, transfer=transfer, num_classes=num_classes,
+    )
+
+
+def _train(config, timing, name, log):
+    if os.path.isfile(os.path.join(config.model_dir, "results.json")):
+        log(f"[{name}] trained already: {config.model_dir}")
+        return
+    log(f"[{name}] training in {config.model_dir}")
+    started = time.time()
+    try:
+        training.run(config)
+    finally:
+        timing[name] = timing.get(name, 0.0) + (time.time() - started) / 3600
+
+
+def _evaluate(suite, config, source_file, log):
+    out = os.path.join(config.model_dir, "evaluation")
+    path = os.path.join(out, "evaluation.json")
+    if os.path.isfile(path):
+        log(f"[{config.method}] evaluated already: {path}")
+        with open(path) as f:
+            return json.load(f)
+    data = datasets.load(dataclasses.replace(config.data, batch_size=suite.evaluation.batch_size),
+                         workdir=config.model_dir)
+    model = load_classifier(os.path.join(config.model_dir, "model.keras"),
+                            num_classes=data.num_classes, image_shape=data.image_shape)
+    source = load_classifier(source_file) if source_file else None
+    specs = _plan(suite, source is not None, data.num_classes)
+    batches = data.test.unbatch().take(suite.evaluation.num_examples).batch(suite.evaluation.batch_size)
+    log(f"[{config.method}] evaluating {len(specs)} attacks")
+    report = robustness.evaluate(
+        robustness.logits_of(model), batches, specs,
+        source=robustness.logits_of(source) if source is not None else None,
+        seed=config.seed, num_classes=data.num_classes,
+    )
+    checks = robustness_checks.run_checks(report)
+    for line in robustness_report.table(report, checks, f"{suite.name} / {config.method}"):
+        log(line)
+    os.makedirs(out, exist_ok=True)
+    robustness_report.write_csv(os.path.join(out, "evaluation.csv"), report)
+    values = robustness_report.to_json(report, checks, model=config.model_dir, source_model=source_file)
+    with open(path, "w") as f:
+        json.dump(values, f, indent=2)
+    return values
+
+
+def _columns(suite, evaluation):
+    """``{column: accuracy}`` of one method, in the paper's shape."""
+    columns = {"clean": evaluation["clean_accuracy"]}
+    attacks = evaluation["attacks"]
+    if suite.table == "robustness":
+        for a in attacks:
+            columns[a["name"].split(" eps=")[0]] = a["accuracy"]
+        for w in evaluation["worst_case"]:
+            columns["worst case"] = w["accuracy"]
+        return columns
+    longest = max(a["steps"] for a in attacks)
+    for box in ("gray", "black"):
+        for a in attacks:
+            if a["box"] == box and a["steps"] == longest:
+                columns[f"{box}-box eps={robustness.describe_eps(a['eps'])}"] = a["accuracy"]
+    return columns
+
+
+def write_table(suite, out_dir, rows, timing):
+    """``table.md`` and ``table.csv`` from ``{method: evaluation json}``."""
+    columns = {m: _columns(suite, e) for m, e in rows.items()}
+    if suite.table == "robustness":
+        for method in columns:
+            columns[method]["training hours"] = timing.get(method, float("nan"))
+    header = list(next(iter(columns.values())))
+    lines = [f"# {suite.description}", "", "| method | " + " | ".join(header) + " |",
+             "| --- " * (len(header) + 1) + "|"]
+    for method, values in columns.items():
+        cells = [f"{values.get(h, float('nan')):.4f}" if h != "training hours" else f"{values[h]:.2f}" for h in header]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    n = next(iter(rows.values()))["num_examples"]
+    lines += ["", f"{n} test examples per method; settings and seeds in settings.json."]
+    if suite.notes:
+        lines += ["", suite.notes]
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out_dir, "table.csv"), "w") as f:
+        f.write("method," + ",".join(header) + "\n")
+        for method, values in columns.items():
+            f.write(method + "," + ",".join(f"{values.get(h, float('nan')):.6g}" for h in header) + "\n")
+    return lines
+
+
+def _figure(out_dir, rows):
+    panels = {}
+    for method, evaluation in rows.items():
+        for a in evaluation["attacks"]:
+            if a["attack"] == "pgd":
+                curves = panels.setdefault(f"eps {robustness.describe_eps(a['eps'])}", {})
+                curves.setdefault(f"{method} {a['box']}-box", []).append((a["steps"], a["accuracy"]))
+    try:
+        plots.accuracy_panels(os.path.join(out_dir, "accuracy_vs_iterations.png"), panels)
+    except ImportError as error:
+        return str(error)
+    return None
+
+
+def run_suite(suite, out_dir, *, data_overrides=None, log=print):
+    """Trains and evaluates every model of ``suite`` in ``out_dir``; returns the table's lines."""
+    os.makedirs(out_dir, exist_ok=True)
+    settings_path = os.path.join(out_dir, "settings.json")
+    settings = dict(_jsonable(suite), data_overrides=data_overrides or {})
+    if os.path.isfile(settings_path):
+        with open(settings_path) as f:
+            if json.load(f) != settings:
+                raise training.ModelDirInUse(
+                    f"{out_dir} holds a run of other settings (settings.json); choose another --out_dir"
+                )
+    with open(settings_path, "w") as f:
+        json.dump(settings, f, indent=2)
+    timing_path = os.path.join(out_dir, "timing.json")
+    timing = {}
+    if os.path.isfile(timing_path):
+        with open(timing_path) as f:
+            timing = json.load(f)
+
+    def save_timing():
+        with open(timing_path, "w") as f:
+            json.dump(timing, f, indent=2)
+
+    names = (["source"] if suite.source else []) + list(suite.methods)
+    configs = {n: train_config(suite, n, out_dir, data_overrides) for n in names}
+    for name in names:
+        try:
+            _train(configs[name], timing, name, log)
+        finally:
+            save_timing()
+    source_file = os.path.join(configs["source"].model_dir, "model.keras") if suite.source else None
+    rows = {m: _evaluate(suite, configs[m], source_file, log) for m in suite.methods}
+    lines = write_table(suite, out_dir, rows, timing)
+    if suite.table == "transfer":
+        problem = _figure(out_dir, rows)
+        if problem:
+            log(f"No figure: {problem}")
+    return lines

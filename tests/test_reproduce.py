@@ -1,0 +1,88 @@
+"""The suites run as they are: every method, attack and table step, on a tiny model and data."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from atalp_tf import reproduction
+from atalp_tf import robustness
+from atalp_tf import suites
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Four classes of ten 20x20 images: enough for APGD-T's four classes and a test split."""
+    root = tmp_path_factory.mktemp("suite_data")
+    rng = np.random.default_rng(0)
+    for c in range(4):
+        (root / f"class{c}").mkdir()
+        for i in range(10):
+            image = rng.integers(0, 255, (20, 20, 3), np.uint8)
+            image[..., c % 3] = 180 + 20 * (c // 3)
+            Image.fromarray(image).save(root / f"class{c}" / f"{i}.png")
+    return str(root)
+
+
+def _tiny(name, folder):
+    return suites.scaled(suites.SUITES[name], data=dict(name="folder", data_dir=folder, batch_size=8))
+
+
+@pytest.mark.parametrize("name", ["table1", "table2-flowers17"])
+def test_a_gpu_suite_runs_every_method_and_writes_its_table(name, folder, tmp_path):
+    suite = _tiny(name, folder)
+    logged = []
+    lines = reproduction.run_suite(suite, str(tmp_path), log=logged.append)
+    with open(tmp_path / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == list(suite.methods)
+    assert all(0.0 <= float(r["clean"]) <= 1.0 for r in rows)
+    header = lines[2]
+    if suite.table == "robustness":
+        assert "apgd_t-4" in header and "rays-20q" in header and "training hours" in header
+    else:
+        assert "black-box eps=0.25" in header and "gray-box eps=0.5" in header
+        assert os.path.isfile(tmp_path / "source" / "model.keras")
+    assert (tmp_path / "settings.json").is_file() and (tmp_path / "timing.json").is_file()
+    # Started again, it redoes nothing.
+    logged.clear()
+    reproduction.run_suite(suite, str(tmp_path), log=logged.append)
+    assert sum("trained already" in m for m in logged) == len(suite.methods) + bool(suite.source)
+    assert sum("evaluated already" in m for m in logged) == len(suite.methods)
+    assert not any("training in" in m for m in logged)
+
+
+def test_every_suite_builds_its_configs_and_attack_plans(folder, tmp_path):
+    # The other Table 2 suites differ from table2-flowers17 only in their data source (tested
+    # in test_datasets and test_tfds_source): their training configs and plans must build.
+    for name, suite in suites.SUITES.items():
+        names = (["source"] if suite.source else []) + list(suite.methods)
+        for model in names:
+            config = reproduction.train_config(suite, model, str(tmp_path))
+            assert config.method == ("standard" if model == "source" else model)
+        e = suite.evaluation
+        specs = robustness.plan(e.eps, e.steps, e.attacks, step_size=e.step_size, queries=e.queries,
+                                transfer=suite.source is not None, num_classes=17)
+        assert specs, name
+    table2 = suites.SUITES["table2-flowers17"]
+    assert table2.train["architecture"] == "resnet101" and table2.source["architecture"] == "resnet152"
+    assert table2.evaluation.step_size == 1 / 256 and max(table2.evaluation.steps) == 200
+
+
+def test_a_suite_with_other_settings_is_refused_in_the_same_directory(folder, tmp_path):
+    (tmp_path / "settings.json").write_text('{"name": "something else"}')
+    with pytest.raises(Exception, match="settings.json"):
+        reproduction.run_suite(_tiny("cpu-flowers", folder), str(tmp_path))
+
+
+def test_the_command_names_a_bad_suite():
+    result = subprocess.run(
+        [sys.executable, "-m", "atalp_tf.reproduce", "--suite=table9"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0 and "--suite" in result.stderr and "cpu-flowers" in result.stderr
