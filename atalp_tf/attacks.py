@@ -120,13 +120,14 @@ def project(x_adv, x, eps, norm, lo, hi):
     return tf.clip_by_value(x + delta * factor, lo, hi)
 
 
-def _ascent_direction(grad, norm):
+def ascent_direction(grad, norm):
+    """The step direction: the gradient's sign (L-inf) or its unit vector (L2)."""
     if norm == "linf":
         return tf.sign(grad)
     return grad / (per_example_norm(grad) + 1e-12)
 
 
-def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
+def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None, start=None):
     """Returns adversarial examples that increase ``loss_fn(logits_fn(x_adv))``.
 
     Args:
@@ -137,12 +138,17 @@ def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
         config: a ``PGDConfig``.
         pixel_range: ``(lo, hi)`` of valid pixels.
         seed: int, ``keras.random.SeedGenerator`` or None, for the random start.
+        start: where to start instead of ``x`` or its random start (TRADES starts next to
+            ``x``); the ball stays centred on ``x``.
     """
     lo, hi = pixel_range
     x = tf.stop_gradient(tf.convert_to_tensor(x, tf.float32))
-    x_adv = x
-    if config.random_start:
+    if start is not None:
+        x_adv = project(tf.stop_gradient(start), x, config.eps, config.norm, lo, hi)
+    elif config.random_start:
         x_adv = tf.clip_by_value(x + _random_start(x, config, seed), lo, hi)
+    else:
+        x_adv = x
 
     def step(i, x_adv):
         # Watch the input only: the weights' gradients are never used here.
@@ -152,7 +158,7 @@ def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None):
             loss = tf.reduce_sum(loss_fn(logits))
         # A model that ignores its input has a zero gradient, not none.
         grad = tape.gradient(loss, x_adv, unconnected_gradients="zero")
-        x_adv = x_adv + config.step_size * _ascent_direction(grad, config.norm)
+        x_adv = x_adv + config.step_size * ascent_direction(grad, config.norm)
         return i + 1, tf.stop_gradient(project(x_adv, x, config.eps, config.norm, lo, hi))
 
     # A while_loop, not a Python loop: evaluation runs hundreds of steps and autograph is off

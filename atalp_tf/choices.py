@@ -1,6 +1,10 @@
 """The names the library accepts, importable without TensorFlow so the CLIs can validate fast."""
 
 METHODS = ("standard", "pat", "alp", "at", "at_alp", "trades")
+# How the train step makes its adversarial examples: k-step PGD, FGSM from a random start
+# (Wong et al. 2020) or free adversarial training's replayed batches (Shafahi et al. 2019).
+TRAIN_ATTACKS = ("pgd", "fgsm_rs", "free")
+OVERFIT_GUARDS = ("auto", "stop", "warn", "off")
 ARCHITECTURES = ("resnet18", "resnet50", "resnet101", "resnet152")
 # Besides these, "tfds:NAME" names any TensorFlow Datasets image classification set.
 DATASETS = ("digits", "cifar10", "flowers17", "folder")

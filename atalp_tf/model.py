@@ -15,7 +15,25 @@ LP and AT are defined in ``atalp_tf.losses``. For the pairing methods and TRADES
 adversarial halves go through the network as one batch of 2B in training mode, as in Kannan et
 al.'s ALP, so batch norm sees one set of statistics per step. PAT trains on the adversarial
 batch alone, as Madry et al. do. The attack always runs with ``training=False``.
+
+``attack`` chooses how the adversarial examples are made, at the same objective:
+
+* ``pgd``: ``train_attack.steps`` steps of PGD, about k + 1 forward-backward passes per batch.
+* ``fgsm_rs``: one signed step of ``train_attack.step_size`` from a uniform random start
+  (Wong et al. 2020, "Fast is better than free"); they recommend a step of 1.25 eps, and larger
+  steps invite catastrophic overfitting (a warning says so).
+* ``free``: each batch is replayed ``free_replays`` times (Shafahi et al. 2019); every replay's
+  one backward pass gives both the weights' gradient and the input's, so the perturbation
+  climbs by ``train_attack.step_size`` (eps in the paper) while the weights descend. The
+  perturbation starts uniform in the ball for each batch, not carried over from the previous
+  batch as in the paper (that would need per-replica state under tf.distribute). The optimizer
+  takes ``free_replays`` steps per batch: ``epochs / free_replays`` epochs cost about as much
+  as PGD training with ``free_replays - 1`` steps for ``epochs / free_replays`` epochs.
+  The input gradient is the training loss's, with batch norm in training mode, as in the paper.
 """
+
+import dataclasses
+import warnings
 
 import keras
 import tensorflow as tf
@@ -24,6 +42,7 @@ from atalp_tf import attacks
 from atalp_tf import losses
 from atalp_tf.backbones import STAGES
 from atalp_tf.choices import METHODS
+from atalp_tf.choices import TRAIN_ATTACKS
 
 _PAIRED = ("alp", "at", "at_alp", "trades")
 
@@ -53,6 +72,8 @@ class RobustClassifier(keras.Model):
         train_attack: ``PGDConfig`` (or its dict) for training; required unless ``standard``.
         eval_attack: ``PGDConfig`` for ``evaluate``; defaults to ``train_attack``.
         seed: seed of the attacks' random starts.
+        attack: one of ``TRAIN_ATTACKS``: how ``train_step`` makes its adversarial examples.
+        free_replays: how often ``attack="free"`` replays each batch.
     """
 
     def __init__(
@@ -65,6 +86,8 @@ class RobustClassifier(keras.Model):
         train_attack=None,
         eval_attack=None,
         seed=None,
+        attack="pgd",
+        free_replays=4,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -77,6 +100,19 @@ class RobustClassifier(keras.Model):
         eval_attack = _attack_config(eval_attack, "eval_attack") or train_attack
         if method != "standard" and train_attack is None:
             raise ValueError(f"method={method!r} trains on adversarial examples: pass `train_attack`")
+        if attack not in TRAIN_ATTACKS:
+            raise ValueError(f"`attack` must be one of {TRAIN_ATTACKS}. Received: attack={attack!r}")
+        if method == "standard" and attack != "pgd":
+            raise ValueError(f"method='standard' trains without attacks, so attack={attack!r} would do nothing")
+        if int(free_replays) != free_replays or free_replays < 1:
+            raise ValueError(f"`free_replays` must be a positive integer. Received: free_replays={free_replays}")
+        if attack == "fgsm_rs" and train_attack.step_size > 1.25 * train_attack.eps * (1 + 1e-6):
+            warnings.warn(
+                f"FGSM training with a step of {train_attack.step_size:.4g} > 1.25 * eps "
+                f"({1.25 * train_attack.eps:.4g}) often overfits catastrophically (Wong et al. 2020): "
+                "robust accuracy collapses to near 0 within an epoch; use a step of 1.25 * eps or less",
+                stacklevel=2,
+            )
         try:
             outputs = backbone.output
         except AttributeError:  # a model that was never called on a keras.Input
@@ -98,6 +134,8 @@ class RobustClassifier(keras.Model):
         self.train_attack = train_attack
         self.eval_attack = eval_attack
         self.seed = seed
+        self.attack = attack
+        self.free_replays = int(free_replays)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._trackers = {
             name: keras.metrics.Mean(name=name)
@@ -124,23 +162,29 @@ class RobustClassifier(keras.Model):
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 
+    @property
+    def updates_per_batch(self):
+        """Optimizer steps per batch: ``free_replays`` for free training, otherwise 1."""
+        return self.free_replays if self.attack == "free" else 1
+
     def _inference_logits(self, images):
         return self.backbone(images, training=False)["logits"]
 
     def adversarial_examples(self, images, labels, config):
-        """PGD examples for this batch, with the objective the method trains against."""
+        """PGD (or, with ``attack="fgsm_rs"``, FGSM-RS) examples for this batch, with the
+        objective the method trains against."""
+        if self.attack == "fgsm_rs":
+            config = dataclasses.replace(config, steps=1, random_start=True)
         if self.method == "trades":
             # TRADES maximises the KL to the clean prediction, not the cross-entropy.
             clean = tf.stop_gradient(self._inference_logits(images))
             loss_fn = lambda logits: losses.trades_kl(clean, logits)  # noqa: E731
-            # The clean point has zero KL gradient, so TRADES starts from x + 0.001 * N(0, 1).
-            start = images + 0.001 * keras.random.normal(tf.shape(images), seed=self.seed_generator)
+            start = None
+            if self.attack == "pgd":
+                # The clean point has zero KL gradient, so TRADES starts from x + 0.001 * N(0, 1).
+                start = images + 0.001 * keras.random.normal(tf.shape(images), seed=self.seed_generator)
             return attacks.pgd(
-                self._inference_logits,
-                tf.clip_by_value(start, 0.0, 1.0),
-                loss_fn,
-                config,
-                seed=self.seed_generator,
+                self._inference_logits, images, loss_fn, config, seed=self.seed_generator, start=start
             )
         return attacks.attack(self._inference_logits, images, labels, config, seed=self.seed_generator)
 
@@ -198,15 +242,13 @@ class RobustClassifier(keras.Model):
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
-    def train_step(self, data):
-        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if sample_weight is not None:
-            raise ValueError("RobustClassifier does not support sample weights")
-        adv_images = None
-        if self.method != "standard":
-            adv_images = self.adversarial_examples(images, labels, self.train_attack)
-
+    def _descend(self, images, labels, adv_images):
+        """One optimizer step on the method's loss; returns its terms, logits and the
+        gradient of the loss with respect to ``adv_images`` (None when there are none)."""
+        variables = self.trainable_variables
         with tf.GradientTape() as tape:
+            if adv_images is not None:
+                tape.watch(adv_images)
             terms, logits = self._per_example_losses(images, labels, adv_images, training=True)
             # Divide by the *global* batch: under tf.distribute the replicas' gradients are
             # summed, so this is the mean over all examples on any number of devices.
@@ -215,8 +257,38 @@ class RobustClassifier(keras.Model):
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
             # Without scale_loss a mixed_float16 run updates the weights 32768x too little.
             scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        sources = variables + ([adv_images] if adv_images is not None else [])
+        gradients = tape.gradient(scaled_loss, sources)
+        self.optimizer.apply(gradients[: len(variables)], variables)
+        input_gradient = gradients[-1] if adv_images is not None else None
+        return terms, logits, input_gradient
+
+    def _free_train_step(self, images, labels):
+        config = self.train_attack
+        images = tf.convert_to_tensor(images, tf.float32)
+        delta = keras.random.uniform(tf.shape(images), -config.eps, config.eps, seed=self.seed_generator)
+        adv_images = attacks.project(images + delta, images, config.eps, config.norm, 0.0, 1.0)
+        # A Python loop: the replays are few, and each holds an optimizer step.
+        for _ in range(self.free_replays):
+            terms, logits, gradient = self._descend(images, labels, adv_images)
+            results = self._update_metrics(terms, labels, logits)
+            adv_images = attacks.project(
+                adv_images + config.step_size * attacks.ascent_direction(gradient, config.norm),
+                images, config.eps, config.norm, 0.0, 1.0,
+            )
+            adv_images = tf.stop_gradient(adv_images)
+        return results
+
+    def train_step(self, data):
+        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError("RobustClassifier does not support sample weights")
+        if self.attack == "free":
+            return self._free_train_step(images, labels)
+        adv_images = None
+        if self.method != "standard":
+            adv_images = self.adversarial_examples(images, labels, self.train_attack)
+        terms, logits, _ = self._descend(images, labels, adv_images)
         return self._update_metrics(terms, labels, logits)
 
     def test_step(self, data):
@@ -244,6 +316,8 @@ class RobustClassifier(keras.Model):
                 "train_attack": self.train_attack and self.train_attack.to_dict(),
                 "eval_attack": self.eval_attack and self.eval_attack.to_dict(),
                 "seed": self.seed,
+                "attack": self.attack,
+                "free_replays": self.free_replays,
             }
         )
         return config

@@ -85,8 +85,25 @@ _BETA = flags.DEFINE_float("beta", 1.0, "Weight of attention pairing.", lower_bo
 _TRADES_BETA = flags.DEFINE_float("trades_beta", 6.0, "Weight of TRADES' KL.", lower_bound=0.0)
 
 _EPS = DEFINE_pixel_value("eps", "8/255", "Training perturbation size (L-inf or L2).")
-_STEP_SIZE = DEFINE_pixel_value("step_size", "2/255", "Training PGD step size.")
-_ATTACK_STEPS = flags.DEFINE_integer("attack_steps", 7, "Training PGD steps.", lower_bound=1)
+_STEP_SIZE = DEFINE_pixel_value(
+    "step_size", None,
+    "Training attack step size (default: eps / 4 for pgd, 1.25 * eps for fgsm_rs, eps for free).",
+)
+_ATTACK_STEPS = flags.DEFINE_integer("attack_steps", 7, "Training PGD steps (--attack=pgd).", lower_bound=1)
+_ATTACK = flags.DEFINE_enum(
+    "attack", "pgd", choices.TRAIN_ATTACKS,
+    "How training makes adversarial examples: pgd (--attack_steps steps), fgsm_rs (one step "
+    "from a random start, Wong et al. 2020) or free (each batch replayed --free_replays times, "
+    "Shafahi et al. 2019).",
+)
+_FREE_REPLAYS = flags.DEFINE_integer(
+    "free_replays", 4, "--attack=free: optimizer steps (and attack steps) per batch.", lower_bound=1
+)
+_OVERFIT_GUARD = flags.DEFINE_enum(
+    "overfit_guard", "auto", choices.OVERFIT_GUARDS,
+    "What to do when validation PGD accuracy collapses (catastrophic overfitting): stop "
+    "(keep the best epoch's weights), warn, or off. auto: stop for fgsm_rs and free, off for pgd.",
+)
 _NORM = flags.DEFINE_enum("norm", "linf", ("linf", "l2"), "Perturbation norm.")
 _RANDOM_START = flags.DEFINE_bool("random_start", True, "Start PGD at a random point in the ball.")
 _ATTACK_LOSS = flags.DEFINE_enum("attack_loss", "ce", ("ce", "margin"), "Training PGD loss.")
@@ -203,6 +220,13 @@ def _check_step_schedule(values):
     return values["schedule"] != "step" or bool(values["lr_boundaries"])
 
 
+@flags.multi_flags_validator(
+    ["attack", "method"], "--attack=fgsm_rs or free needs an adversarial --method (not standard)"
+)
+def _check_attack_method(values):
+    return values["attack"] == "pgd" or values["method"] != "standard"
+
+
 @flags.validator("model_dir", "--model_dir must be a directory path, not an existing file")
 def _check_model_dir(value):
     return value is None or not os.path.isfile(value)
@@ -231,9 +255,9 @@ def _config_from_flags():
     common = dict(norm=_NORM.value, random_start=_RANDOM_START.value)
     train_attack = None
     if _METHOD.value != "standard":
-        train_attack = PGDConfig(
-            _EPS.value, _STEP_SIZE.value, _ATTACK_STEPS.value, loss=_ATTACK_LOSS.value, **common
-        )
+        step_size = _STEP_SIZE.value or _EPS.value * {"pgd": 0.25, "fgsm_rs": 1.25, "free": 1.0}[_ATTACK.value]
+        steps = _ATTACK_STEPS.value if _ATTACK.value == "pgd" else 1
+        train_attack = PGDConfig(_EPS.value, step_size, steps, loss=_ATTACK_LOSS.value, **common)
     eval_eps = _EVAL_EPS.value or _EPS.value
     eval_attack = PGDConfig(
         eval_eps, _EVAL_STEP_SIZE.value or eval_eps / 4, _EVAL_STEPS.value, **common
@@ -262,6 +286,9 @@ def _config_from_flags():
         trades_beta=_TRADES_BETA.value,
         train_attack=train_attack,
         eval_attack=eval_attack,
+        attack=_ATTACK.value,
+        free_replays=_FREE_REPLAYS.value,
+        overfit_guard=_OVERFIT_GUARD.value,
         epochs=_EPOCHS.value,
         optimizer=_OPTIMIZER.value,
         learning_rate=_LEARNING_RATE.value,

@@ -30,6 +30,7 @@ import tensorflow as tf
 from atalp_tf import backbones
 from atalp_tf import choices
 from atalp_tf import datasets
+from atalp_tf import guards
 from atalp_tf import optimization
 from atalp_tf.attacks import PGDConfig
 from atalp_tf.export import export_serving
@@ -54,6 +55,9 @@ class TrainConfig:
     beta: float = 1.0
     trades_beta: float = 6.0
     train_attack: PGDConfig | None = None
+    attack: str = "pgd"  # how training makes adversarial examples: choices.TRAIN_ATTACKS
+    free_replays: int = 4
+    overfit_guard: str = "auto"  # "auto": "stop" for fgsm_rs and free, "off" for pgd
     eval_attack: PGDConfig | None = None
     epochs: int = 10
     optimizer: str = "sgd"
@@ -144,7 +148,23 @@ def build_model(config, num_classes, image_shape):
         train_attack=config.train_attack,
         eval_attack=config.eval_attack,
         seed=config.seed,
+        attack=config.attack,
+        free_replays=config.free_replays,
     )
+
+
+def _guard(config):
+    """The catastrophic-overfitting guard of ``config``, or None."""
+    action = config.overfit_guard
+    if action not in choices.OVERFIT_GUARDS:
+        raise ValueError(f"`overfit_guard` must be one of {choices.OVERFIT_GUARDS}. Received: {action!r}")
+    if action == "auto":
+        action = "off" if config.attack == "pgd" or config.method == "standard" else "stop"
+    if action == "off":
+        return None
+    if config.eval_attack is None:
+        raise ValueError(f"overfit_guard={action!r} watches validation PGD accuracy: set `eval_attack`")
+    return guards.CatastrophicOverfittingGuard(action=action)
 
 
 def _identity(config):
@@ -200,6 +220,11 @@ def global_step(model):
     return int(model.optimizer.iterations.value.numpy())
 
 
+def batches_done(model):
+    """Training batches taken so far (free training takes several optimizer steps on each)."""
+    return global_step(model) // model.updates_per_batch
+
+
 class _StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops at the first step whose loss is NaN or infinite, before anything is saved."""
 
@@ -231,7 +256,7 @@ class _ResumeCheckpoint(keras.callbacks.Callback):
             self.last_saved = step
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every and global_step(self.model) % self.every == 0:
+        if self.every and batches_done(self.model) % self.every == 0:
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -306,7 +331,7 @@ def run(config):
         schedule = optimization.learning_rate_schedule(
             config.learning_rate,
             schedule=config.schedule,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=steps_per_epoch * model.updates_per_batch,
             epochs=config.epochs,
             boundaries=config.lr_boundaries,
             decay_factor=config.lr_decay,
@@ -348,8 +373,11 @@ def run(config):
         save_best_only=True,
         initial_value_threshold=best_restored if math.isfinite(best_restored) else None,
     )
+    guard = _guard(config)
     callbacks = [
         _StopOnNonFiniteLoss(),
+        # Before the checkpoints, so that a stop on collapse saves the restored weights.
+        *([guard] if guard else []),
         keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.keras")),
         best_callback,
         _ResumeCheckpoint(
@@ -360,7 +388,7 @@ def run(config):
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
 
-    step = global_step(model)
+    step = batches_done(model)
     epoch, offset = divmod(step, steps_per_epoch)
     fit_args = dict(
         validation_data=data.val,
@@ -377,7 +405,7 @@ def run(config):
             **{**fit_args, "callbacks": callbacks + [_StopAfterOneEpoch()]},
         )
         epoch += 1
-    if epoch < config.epochs:
+    if epoch < config.epochs and not (guard and guard.collapse and guard.action == "stop"):
         model.fit(
             stream.from_step(epoch * steps_per_epoch, config.epochs), initial_epoch=epoch,
             epochs=config.epochs,
@@ -394,6 +422,7 @@ def run(config):
         "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
         "steps": global_step(model),
         "resumed": resuming,
+        "catastrophic_overfitting": guard.collapse if guard else None,
         "test_last": _evaluate(model, data.test),
     }
     with strategy.scope():

@@ -1,0 +1,184 @@
+"""FGSM with a random start and free adversarial training, and the catastrophic-overfitting guard."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from atalp_tf import attacks
+from atalp_tf import backbones
+from atalp_tf.guards import CatastrophicOverfittingGuard
+from atalp_tf.model import RobustClassifier
+
+EPS = 0.1
+
+
+def _model(method="at_alp", attack="pgd", step_size=EPS / 4, steps=3, replays=3, run_eagerly=False):
+    keras.utils.set_random_seed(0)
+    model = RobustClassifier(
+        backbones.resnet18(10, (16, 16, 1), width=4), method=method, attack=attack,
+        free_replays=replays, train_attack=attacks.PGDConfig(EPS, step_size, steps), seed=0,
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=run_eagerly)
+    return model
+
+
+class _Recording(RobustClassifier):
+    """Keeps every adversarial batch the training loss sees (run eagerly)."""
+
+    def _per_example_losses(self, images, labels, adv_images, training):
+        self.seen.append((np.asarray(images), np.asarray(adv_images)))
+        return super()._per_example_losses(images, labels, adv_images, training)
+
+
+def test_free_training_replays_each_batch_and_climbs_the_input_gradient(digits16):
+    x, y, _, _ = digits16
+    model = _Recording(
+        backbones.resnet18(10, (16, 16, 1), width=4), method="at_alp", attack="free", free_replays=3,
+        train_attack=attacks.PGDConfig(EPS, EPS / 2, 1), seed=0,
+    )
+    model.seen = []
+    model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, shuffle=False)
+    assert int(model.optimizer.iterations.numpy()) == 2 * 3
+    assert len(model.seen) == 2 * 3
+    for replay in range(3):
+        images, adv = model.seen[replay]
+        np.testing.assert_array_equal(images, x[:32])
+        assert np.abs(adv - images).max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    # From one replay to the next every pixel moves by the step (eps / 2) or stops at the
+    # ball's or the pixel range's edge: a signed-gradient step, not a fresh random start.
+    (_, before), (images, after) = model.seen[0], model.seen[1]
+    moved = np.abs(after - before)
+    at_edge = np.isclose(np.abs(after - images), EPS, atol=1e-5) | np.isin(after, (0.0, 1.0))
+    assert np.all(np.isclose(moved, EPS / 2, atol=1e-5) | at_edge)
+    assert np.mean(np.isclose(moved, EPS / 2, atol=1e-5)) > 0.3
+
+
+def test_fgsm_rs_is_one_signed_step_from_a_random_start_that_raises_the_loss(standard_model, digits16):
+    _, _, x_test, y_test = digits16
+    x, y = tf.constant(x_test[:128]), tf.constant(y_test[:128])
+    fast = RobustClassifier(
+        standard_model.backbone, method="pat", attack="fgsm_rs",
+        train_attack=attacks.PGDConfig(EPS / 2, 1.25 * EPS / 2, 7), seed=0,
+    )
+    adv = fast.adversarial_examples(x, y, fast.train_attack).numpy()
+    assert np.abs(adv - x_test[:128]).max() <= EPS / 2 + 1e-6
+    # A step of 1.25 eps from a uniform start stays inside the ball only where the start lay
+    # more than eps / 4 on the other side: 3/8 of the pixels. Seven steps (the config's, which
+    # FGSM-RS ignores) would put nearly all of them on the edge.
+    on_edge = np.isclose(np.abs(adv - x_test[:128]), EPS / 2, atol=1e-5) | np.isin(adv, (0.0, 1.0))
+    assert 0.55 < on_edge.mean() < 0.9
+    noise = np.clip(x_test[:128] + np.random.default_rng(0).uniform(-EPS / 2, EPS / 2, x.shape), 0, 1)
+    loss = lambda z: attacks.cross_entropy(y, standard_model(z)).numpy().mean()  # noqa: E731
+    assert loss(adv) > 2 * loss(noise)
+
+
+@pytest.mark.parametrize("attack", ["fgsm_rs", "free"])
+def test_fast_training_lowers_the_adversarial_loss(attack, digits16):
+    x, y, _, _ = digits16
+    model = _model(attack=attack, step_size=1.25 * EPS if attack == "fgsm_rs" else EPS)
+    first = model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0).history
+    later = model.fit(x[:256], y[:256], batch_size=64, epochs=3, verbose=0).history
+    assert np.isfinite(later["loss"]).all()
+    assert later["ce"][-1] < first["ce"][0]
+
+
+def test_fast_attack_arguments_are_checked():
+    backbone = backbones.resnet18(10, (16, 16, 1), width=4)
+    config = attacks.PGDConfig(EPS, EPS, 1)
+    with pytest.raises(ValueError, match="attack"):
+        RobustClassifier(backbone, method="pat", attack="fgsm", train_attack=config)
+    with pytest.raises(ValueError, match="standard"):
+        RobustClassifier(backbone, method="standard", attack="free")
+    with pytest.raises(ValueError, match="free_replays"):
+        RobustClassifier(backbone, method="pat", attack="free", free_replays=0, train_attack=config)
+    with pytest.warns(UserWarning, match="catastrophic"):
+        RobustClassifier(backbone, method="pat", attack="fgsm_rs", train_attack=attacks.PGDConfig(EPS, 2 * EPS, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RobustClassifier(backbone, method="pat", attack="fgsm_rs", train_attack=attacks.PGDConfig(EPS, 1.25 * EPS, 1))
+
+
+class _Weights(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.w = self.add_weight(shape=(), initializer="zeros")
+        self.stop_training = False
+
+
+def _run_guard(guard, values):
+    model = _Weights()
+    guard.set_model(model)
+    for epoch, value in enumerate(values):
+        model.w.assign(float(epoch))
+        guard.on_epoch_end(epoch, {"val_pgd_accuracy": value})
+        if model.stop_training:
+            break
+    return model
+
+
+def test_guard_stops_on_collapse_and_puts_back_the_best_epoch():
+    guard = CatastrophicOverfittingGuard()
+    with pytest.warns(UserWarning, match="fell from 0.450 .epoch 2. to 0.100 .epoch 3."):
+        model = _run_guard(guard, [0.40, 0.45, 0.10, 0.50])
+    assert model.stop_training and float(model.w.numpy()) == 1.0
+    assert guard.collapse == {
+        "epoch": 3, "value": 0.10, "best": 0.45, "best_epoch": 2,
+        "monitor": "val_pgd_accuracy", "action": "stop",
+    }
+
+
+def test_guard_warns_only_when_asked_and_ignores_small_or_noisy_drops():
+    guard = CatastrophicOverfittingGuard(action="warn")
+    with pytest.warns(UserWarning, match="Catastrophic"):
+        model = _run_guard(guard, [0.40, 0.10, 0.50])
+    assert not model.stop_training and float(model.w.numpy()) == 2.0 and guard.collapse["epoch"] == 2
+    for values in ([0.40, 0.30, 0.35], [0.08, 0.02, 0.05]):  # a quarter down; tiny values
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            guard = CatastrophicOverfittingGuard()
+            assert not _run_guard(guard, values).stop_training and guard.collapse is None
+
+
+def test_guard_names_a_missing_monitor():
+    guard = CatastrophicOverfittingGuard()
+    guard.set_model(_Weights())
+    with pytest.raises(ValueError, match="val_pgd_accuracy"):
+        guard.on_epoch_end(0, {"val_clean_accuracy": 0.5})
+
+
+class _CountingTraces(RobustClassifier):
+    """Counts how often Keras traces the train step, by input shape (Python runs only then)."""
+
+    def train_step(self, data):
+        self.traces.append(tuple(data[0].shape))
+        return super().train_step(data)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "fgsm_rs", "free"])
+def test_one_trace_per_input_shape_over_epochs_and_no_host_calls(attack, digits16):
+    x, y, _, _ = digits16
+    model = _CountingTraces(
+        backbones.resnet18(10, (16, 16, 1), width=2), method="at_alp", attack=attack,
+        train_attack=attacks.PGDConfig(EPS, EPS / 4, 3), seed=0,
+    )
+    model.traces = []
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    # 40 images in batches of 16: two full batches and one of 8, for three epochs.
+    data = tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).batch(16)
+    model.fit(data, epochs=3, verbose=0, validation_data=data)
+    shapes = {shape[0] for shape in model.traces}
+    assert model.traces and len(model.traces) == len(shapes) <= 2, model.traces
+
+    # The step's graph, loops included, holds no Python callbacks (host round-trips).
+    step = tf.function(model.train_step).get_concrete_function(
+        (tf.TensorSpec([16, 16, 16, 1], tf.float32), tf.TensorSpec([16], tf.int64))
+    )
+    graph = step.graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    ops |= {node.op for function in graph.library.function for node in function.node_def}
+    assert "While" in ops or "StatelessWhile" in ops or attack != "pgd"
+    assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
