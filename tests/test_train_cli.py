@@ -45,6 +45,8 @@ def _train(*args, timeout=600):
         (["--dataset=tfds:cifar10", "--image_size=0"], "tfds:NAME need --image_size"),
         (["--split_file=/no/split.json"], "--split_file must be an existing split.json"),
         (["--split_index=4"], "flag --split_index=4: 4 is not an integer in the range [1, 3]"),
+        (["--method=standard", "--attack=free"], "--attack=fgsm_rs or free needs an adversarial --method"),
+        (["--attack=fgsm"], "flag --attack=fgsm: value should be one of"),
     ],
 )
 def test_bad_flags_fail_before_any_work_and_name_the_flag(tmp_path, args, message):
@@ -78,6 +80,19 @@ def test_every_flagfile_opens_with_its_purpose_and_builds_a_config(flagfile, tmp
     assert config.method in train.choices.METHODS
     if config.method != "standard":
         assert 0 < config.train_attack.step_size <= config.train_attack.eps * 1.25
+
+
+@pytest.mark.parametrize("attack, step, steps", [("pgd", 0.25, 7), ("fgsm_rs", 1.25, 1), ("free", 1.0, 1)])
+def test_each_training_attack_gets_its_papers_step_size_unless_given(attack, step, steps, tmp_path):
+    from atalp_tf import train
+
+    try:
+        flags.FLAGS(["train", f"--model_dir={tmp_path}", f"--attack={attack}", "--eps=8/255"])
+        config = train._config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert config.attack == attack and config.train_attack.steps == steps
+    assert config.train_attack.step_size == pytest.approx(step * 8 / 255)
 
 
 @pytest.fixture(scope="module")
