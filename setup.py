@@ -23,6 +23,8 @@ setuptools.setup(
     extras_require={
         "plots": ["matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9"],
+        # benchmarks/training_throughput.py measures against these peers (never imported by the package).
+        "bench": ["adversarial-robustness-toolbox>=1.20", "foolbox>=3.3"],
         "test": [
             "pytest>=8",
             "tensorflow-datasets>=4.9",
