@@ -14,12 +14,44 @@ arrays; ``atalp_tf.visualize`` turns them into PNG, CSV and JSON files.
   ``(a, b)``, ``r`` a Rademacher (random +-1) direction, as in the paper's Figure 6.
 """
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
 from atalp_tf import attacks
 from atalp_tf.backbones import STAGES
 from atalp_tf.losses import attention_map
+
+
+def load_image(path, shape):
+    """An image (or mask) file as a model of input ``shape`` sees it: shorter side resized to
+    the pipeline's load size, centre crop, [0, 1]; grayscale if ``shape[-1] == 1``."""
+    from atalp_tf.datasets.images import read_resized
+    from atalp_tf.datasets.pipeline import load_size
+
+    size = shape[0]
+    pixels = read_resized(path, load_size(size)).astype(np.float32) / 255.0
+    top, left = (pixels.shape[0] - size) // 2, (pixels.shape[1] - size) // 2
+    pixels = pixels[top : top + size, left : left + size]
+    return pixels.mean(-1, keepdims=True) if shape[-1] == 1 else pixels
+
+
+def find_mask(image_path, mask_dir):
+    """The mask in ``mask_dir`` named like ``image_path`` (any image extension)."""
+    from atalp_tf.datasets.images import IMAGE_EXTENSIONS
+
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    for extension in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+        candidate = os.path.join(mask_dir, stem + extension)
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"No mask for {image_path} in {mask_dir} (expected {stem}.png or similar)")
+
+
+def load_mask(path, size):
+    """A mask file at ``size`` x ``size`` as 0/1 (white, > 0.5, on the discriminative parts)."""
+    return (load_image(path, (size, size, 1))[..., 0] > 0.5).astype(np.float32)
 
 
 def _backbone(model):

@@ -4,8 +4,9 @@ Trains every method of the table (and the black-box source model), evaluates eac
 table's attacks, and writes ``table.md``, ``table.csv`` and ``settings.json`` to ``--out_dir``
 (default ``runs/reproduce/NAME``). Stopped and started again, it skips what is done.
 Suites (``atalp_tf.suites``): table1, table2-flowers17, table2-imagenet4, table2-dogs-vs-cats
-(GPU), and cpu-flowers (a scaled-down Table 2 for a 2-core CPU). Table 3 comes from the
-models of a table2 suite and a folder of part masks: ``python -m atalp_tf.visualize parts``.
+(GPU), table3 (attention on the flowers' parts, from table2-flowers17's models and a folder of
+part masks: ``--models_from=runs/reproduce/table2-flowers17 --mask_dir=DIR``) and cpu-flowers
+(a scaled-down Table 2 for a 2-core CPU).
 """
 
 import os
@@ -16,12 +17,29 @@ from absl import app
 from absl import flags
 from absl import logging
 
-_SUITE_NAMES = ("table1", "table2-flowers17", "table2-imagenet4", "table2-dogs-vs-cats", "cpu-flowers")
+_SUITE_NAMES = ("table1", "table2-flowers17", "table2-imagenet4", "table2-dogs-vs-cats", "table3", "cpu-flowers")
 
 _SUITE = flags.DEFINE_enum("suite", None, _SUITE_NAMES, "The table to reproduce.", required=True)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the runs and the table go (default runs/reproduce/SUITE).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the suite's dataset lives (flowers17, folder, tfds).")
 _WEIGHTS = flags.DEFINE_string("weights", None, "For table2: ImageNet weights file instead of the download.")
+_MASK_DIR = flags.DEFINE_string("mask_dir", None, "For table3: part masks named like the images (white on the parts).")
+_MODELS_FROM = flags.DEFINE_string(
+    "models_from", None,
+    "For table3: the directory of a table2-flowers17 run whose models to read (else they are trained).",
+)
+
+
+@flags.multi_flags_validator(
+    ["suite", "mask_dir"], "--suite=table3 needs --mask_dir, an existing folder of part masks"
+)
+def _check_mask_dir(values):
+    return values["suite"] != "table3" or bool(values["mask_dir"] and os.path.isdir(values["mask_dir"]))
+
+
+@flags.validator("models_from", "--models_from must be an existing directory")
+def _check_models_from(path):
+    return path is None or os.path.isdir(path)
 
 
 @flags.validator("data_dir", "--data_dir must be an existing directory")
@@ -49,7 +67,9 @@ def main(argv):
     overrides = {"data_dir": _DATA_DIR.value} if _DATA_DIR.value else None
     started = time.time()
     try:
-        lines = reproduction.run_suite(suite, out_dir, data_overrides=overrides)
+        lines = reproduction.run_suite(
+            suite, out_dir, data_overrides=overrides, mask_dir=_MASK_DIR.value, models_from=_MODELS_FROM.value
+        )
     except (training.ModelDirInUse, training.TrainingDiverged, BadImagesError, FileNotFoundError) as error:
         print(f"atalp_tf.reproduce: error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -118,14 +118,18 @@ def write_table(suite, out_dir, rows, timing):
     if suite.table == "robustness":
         for method in columns:
             columns[method]["training hours"] = timing.get(method, float("nan"))
+    n = next(iter(rows.values()))["num_examples"]
+    return _write(suite, out_dir, columns, f"{n} test examples per method; settings and seeds in settings.json.")
+
+
+def _write(suite, out_dir, columns, footer):
     header = list(next(iter(columns.values())))
     lines = [f"# {suite.description}", "", "| method | " + " | ".join(header) + " |",
              "| --- " * (len(header) + 1) + "|"]
     for method, values in columns.items():
         cells = [f"{values.get(h, float('nan')):.4f}" if h != "training hours" else f"{values[h]:.2f}" for h in header]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    n = next(iter(rows.values()))["num_examples"]
-    lines += ["", f"{n} test examples per method; settings and seeds in settings.json."]
+    lines += ["", footer]
     if suite.notes:
         lines += ["", suite.notes]
     with open(os.path.join(out_dir, "table.md"), "w") as f:
@@ -151,8 +155,89 @@ def _figure(out_dir, rows):
     return None
 
 
-def run_suite(suite, out_dir, *, data_overrides=None, log=print):
-    """Trains and evaluates every model of ``suite`` in ``out_dir``; returns the table's lines."""
+def part_images(data_dir, mask_dir, max_images):
+    """The image files under ``data_dir`` that have a mask in ``mask_dir``, sorted, at most
+    ``max_images``."""
+    from atalp_tf.datasets.images import IMAGE_EXTENSIONS
+
+    if not mask_dir or not os.path.isdir(mask_dir):
+        raise FileNotFoundError(
+            f"Table 3 needs a folder of part masks (--mask_dir), named like the images; got {mask_dir!r}"
+        )
+    if not data_dir or not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"Table 3 reads its images from --data_dir; got {data_dir!r}")
+    stems = {os.path.splitext(n)[0] for n in os.listdir(mask_dir) if n.lower().endswith(IMAGE_EXTENSIONS)}
+    paths = []
+    for root, _, files in os.walk(data_dir):
+        if os.path.abspath(root).startswith(os.path.abspath(mask_dir)):
+            continue
+        paths += [os.path.join(root, n) for n in files
+                  if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.splitext(n)[0] in stems]
+    if not paths:
+        raise FileNotFoundError(
+            f"No image under {data_dir} has a mask in {mask_dir}: a mask must be named like its "
+            "image (image_0001.jpg -> image_0001.png)"
+        )
+    return sorted(paths)[:max_images]
+
+
+def _parts_row(suite, config, paths, mask_dir, out_dir, log, batch_size=32):
+    """``{stage: {"clean": share, "adv": share}}`` of one model, cached in ``out_dir/parts``."""
+    import numpy as np
+
+    from atalp_tf import inspection
+    from atalp_tf.attacks import PGDConfig
+    from atalp_tf.attacks import compile_attack
+    from atalp_tf.backbones import STAGES
+
+    path = os.path.join(out_dir, "parts", f"{config.method}.json")
+    if os.path.isfile(path):
+        log(f"[{config.method}] part activation measured already: {path}")
+        with open(path) as f:
+            return json.load(f)
+    model = load_classifier(os.path.join(config.model_dir, "model.keras"))
+    shape = tuple(model.backbone.input_shape[1:])
+    p = suite.parts
+    attack = compile_attack(lambda z: model(z, training=False), PGDConfig(p.eps, p.step_size, p.steps),
+                            seed=config.seed)
+    shares = {stage: {"clean": [], "adv": []} for stage in STAGES}
+    area = []
+    log(f"[{config.method}] part activation on {len(paths)} images")
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start : start + batch_size]
+        images = np.stack([inspection.load_image(q, shape) for q in batch])
+        masks = np.stack([inspection.load_mask(inspection.find_mask(q, mask_dir), shape[0]) for q in batch])
+        area.append(masks.mean(axis=(1, 2)))
+        predicted = np.argmax(model(images, training=False), -1).astype("int32")
+        for kind, pixels in (("clean", images), ("adv", attack(images, predicted).numpy())):
+            for stage, values in inspection.part_activation(model, pixels, masks).items():
+                shares[stage][kind].append(values)
+    row = {s: {k: float(np.concatenate(v).mean()) for k, v in kinds.items()} for s, kinds in shares.items()}
+    values = {"images": len(paths), "mask_area": float(np.concatenate(area).mean()), "stages": row,
+              "model": config.model_dir}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(values, f, indent=2)
+    return values
+
+
+def write_parts_table(suite, out_dir, rows):
+    columns = {
+        method: {f"{stage} {kind}": share for stage, kinds in row["stages"].items() for kind, share in kinds.items()}
+        for method, row in rows.items()
+    }
+    first = next(iter(rows.values()))
+    footer = (f"{first['images']} images with masks; the masks cover {first['mask_area']:.1%} of them on "
+              "average (the share an attention map blind to the parts would get).")
+    return _write(suite, out_dir, columns, footer)
+
+
+def run_suite(suite, out_dir, *, data_overrides=None, log=print, mask_dir=None, models_from=None):
+    """Trains and evaluates every model of ``suite`` in ``out_dir``; returns the table's lines.
+
+    ``models_from``: a directory holding the suite's trained models (Table 3 reads those of
+    ``table2-flowers17``); ``mask_dir``: Table 3's part masks.
+    """
     os.makedirs(out_dir, exist_ok=True)
     settings_path = os.path.join(out_dir, "settings.json")
     settings = dict(_jsonable(suite), data_overrides=data_overrides or {})
@@ -175,12 +260,19 @@ def run_suite(suite, out_dir, *, data_overrides=None, log=print):
             json.dump(timing, f, indent=2)
 
     names = (["source"] if suite.source else []) + list(suite.methods)
-    configs = {n: train_config(suite, n, out_dir, data_overrides) for n in names}
+    paths = None
+    if suite.table == "parts":  # before any training: a missing mask folder is found at once
+        data_dir = (data_overrides or {}).get("data_dir") or suite.data.get("data_dir")
+        paths = part_images(data_dir, mask_dir, suite.parts.max_images)
+    configs = {n: train_config(suite, n, models_from or out_dir, data_overrides) for n in names}
     for name in names:
         try:
             _train(configs[name], timing, name, log)
         finally:
             save_timing()
+    if suite.table == "parts":
+        rows = {m: _parts_row(suite, configs[m], paths, mask_dir, out_dir, log) for m in suite.methods}
+        return write_parts_table(suite, out_dir, rows)
     source_file = os.path.join(configs["source"].model_dir, "model.keras") if suite.source else None
     rows = {m: _evaluate(suite, configs[m], source_file, log) for m in suite.methods}
     lines = write_table(suite, out_dir, rows, timing)

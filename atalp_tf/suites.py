@@ -29,16 +29,28 @@ class Evaluation:
 
 
 @dataclasses.dataclass(frozen=True)
+class Parts:
+    """Table 3: attention on the discriminative parts, clean and under this PGD attack."""
+
+    eps: float
+    step_size: float
+    steps: int
+    max_images: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
 class Suite:
     name: str
-    table: str  # "robustness" (Table 1: one column per attack) or "transfer" (Table 2)
+    # "robustness" (Table 1: one column per attack), "transfer" (Table 2) or "parts" (Table 3)
+    table: str
     description: str
     data: dict  # DataConfig fields
     train: dict  # TrainConfig fields shared by the methods
     methods: tuple
-    evaluation: Evaluation
+    evaluation: Evaluation | None = None
     source: dict | None = None  # TrainConfig overrides of the black-box source model
     notes: str = ""
+    parts: Parts | None = None  # for table "parts"
 
 
 _CIFAR_TRAIN = dict(
@@ -100,6 +112,21 @@ SUITES = {
         "table2-dogs-vs-cats", dict(name="tfds:cats_vs_dogs", batch_size=32, image_size=224),
         "Table 2, Dogs vs Cats (TensorFlow Datasets cats_vs_dogs)",
     ),
+    # The models of table2-flowers17 (same training settings): with --models_from pointing at
+    # that suite's directory they are read, not trained again.
+    "table3": Suite(
+        name="table3", table="parts",
+        description="Table 3, 17 Flowers: share of each stage's attention on the flowers' parts",
+        data=dict(name="flowers17", batch_size=32, image_size=224, cache="memory"),
+        train=_FINE_TUNE, methods=ALL_METHODS,
+        parts=Parts(eps=64 / 256, step_size=1 / 256, steps=20),
+        notes=(
+            "Attention is mean_c A^2 of each stage; its share inside the part mask (1 = all of "
+            "it on the parts, the mask's area share = indifferent). Adversarial images: PGD-20 "
+            "at eps 64/256 against each model's own clean prediction. Masks: --mask_dir, named "
+            "like the images of --data_dir (white on the discriminative parts)."
+        ),
+    ),
     "cpu-flowers": Suite(
         name="cpu-flowers", table="transfer",
         description="Table 2 scaled down to a 2-core CPU: 17 Flowers at 32x32, width-16 ResNet-18s",
@@ -132,13 +159,17 @@ def scaled(suite, *, data, epochs=1, image_size=16, queries=20, max_steps=4, num
     """``suite`` on a tiny ResNet-18 and the given ``data`` (DataConfig fields): every method,
     attack and table step of the real suite, each for a moment. For tests and dry runs."""
     tiny = dict(architecture="resnet18", width=2, weights=None, epochs=epochs)
-    steps = tuple(sorted({min(s, max_steps) for s in suite.evaluation.steps}))
-    evaluation = dataclasses.replace(
-        suite.evaluation, steps=steps, queries=queries, num_targets=2,
-        num_examples=num_examples, batch_size=num_examples,
-    )
+    evaluation = parts = None
+    if suite.evaluation:
+        steps = tuple(sorted({min(s, max_steps) for s in suite.evaluation.steps}))
+        evaluation = dataclasses.replace(
+            suite.evaluation, steps=steps, queries=queries, num_targets=2,
+            num_examples=num_examples, batch_size=num_examples,
+        )
+    if suite.parts:
+        parts = dataclasses.replace(suite.parts, steps=min(suite.parts.steps, max_steps), max_images=num_examples)
     source = dict(suite.source, **tiny) if suite.source else None
     return dataclasses.replace(
         suite, data=dict(data, image_size=image_size), train=dict(suite.train, **tiny),
-        evaluation=evaluation, source=source,
+        evaluation=evaluation, source=source, parts=parts,
     )

@@ -87,28 +87,15 @@ def _image_paths():
 
 
 def _load(path, shape):
-    """An image (or mask) file as the model sees it: shorter side resized, centre crop."""
-    import numpy as np
+    from atalp_tf.inspection import load_image
 
-    from atalp_tf.datasets.images import read_resized
-    from atalp_tf.datasets.pipeline import load_size
-
-    size = shape[0]
-    pixels = read_resized(path, load_size(size)).astype(np.float32) / 255.0
-    top, left = (pixels.shape[0] - size) // 2, (pixels.shape[1] - size) // 2
-    pixels = pixels[top : top + size, left : left + size]
-    return pixels.mean(-1, keepdims=True) if shape[-1] == 1 else pixels
+    return load_image(path, shape)
 
 
 def _mask_for(image_path):
-    from atalp_tf.datasets.images import IMAGE_EXTENSIONS
+    from atalp_tf.inspection import find_mask
 
-    stem = os.path.splitext(os.path.basename(image_path))[0]
-    for extension in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
-        candidate = os.path.join(_MASK_DIR.value, stem + extension)
-        if os.path.isfile(candidate):
-            return candidate
-    raise FileNotFoundError(f"No mask for {image_path} in {_MASK_DIR.value} (expected {stem}.png or similar)")
+    return find_mask(image_path, _MASK_DIR.value)
 
 
 def _default_name(path):
@@ -178,7 +165,9 @@ def _parts(models, names, paths, images, labels, stages):
 
     if not _MASK_DIR.value:
         raise app.UsageError("parts needs --mask_dir")
-    masks = np.stack([(_load(_mask_for(p), images.shape[1:3] + (1,))[..., 0] > 0.5) for p in paths])
+    from atalp_tf.inspection import load_mask
+
+    masks = np.stack([load_mask(_mask_for(p), images.shape[1]) for p in paths])
     results = {}
     for name, model in zip(names, models):
         adversarial = _adversarial(model, images, labels)

@@ -1,6 +1,7 @@
 """The suites run as they are: every method, attack and table step, on a tiny model and data."""
 
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from PIL import Image
 from atalp_tf import reproduction
 from atalp_tf import robustness
 from atalp_tf import suites
+from atalp_tf.backbones import STAGES
 from conftest import REPO
 
 
@@ -65,6 +67,9 @@ def test_every_suite_builds_its_configs_and_attack_plans(folder, tmp_path):
         for model in names:
             config = reproduction.train_config(suite, model, str(tmp_path))
             assert config.method == ("standard" if model == "source" else model)
+        if suite.table == "parts":
+            assert suite.train == suites.SUITES["table2-flowers17"].train, "table3 reads table2's models"
+            continue
         e = suite.evaluation
         specs = robustness.plan(e.eps, e.steps, e.attacks, step_size=e.step_size, queries=e.queries,
                                 transfer=suite.source is not None, num_classes=17)
@@ -72,6 +77,39 @@ def test_every_suite_builds_its_configs_and_attack_plans(folder, tmp_path):
     table2 = suites.SUITES["table2-flowers17"]
     assert table2.train["architecture"] == "resnet101" and table2.source["architecture"] == "resnet152"
     assert table2.evaluation.step_size == 1 / 256 and max(table2.evaluation.steps) == 200
+
+
+def test_table3_measures_part_attention_of_models_it_trained_or_was_given(tmp_path):
+    rng = np.random.default_rng(1)
+    data, masks = tmp_path / "data", tmp_path / "masks"
+    masks.mkdir()
+    for c in range(4):
+        (data / f"class{c}").mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), np.uint8)).save(data / f"class{c}" / f"im{c}_{i}.png")
+            if i < 2:  # masks for two images a class: the left half
+                mask = np.zeros((20, 20), np.uint8)
+                mask[:, :10] = 255
+                Image.fromarray(mask).save(masks / f"im{c}_{i}.png")
+    suite = dataclasses.replace(
+        suites.scaled(suites.SUITES["table3"], data=dict(name="folder", data_dir=str(data), batch_size=8),
+                      num_examples=6),
+        methods=("pat", "at_alp"),
+    )
+    with pytest.raises(FileNotFoundError, match="--mask_dir"):
+        reproduction.run_suite(suite, str(tmp_path / "nothing"), mask_dir=str(tmp_path / "no_masks"))
+    lines = reproduction.run_suite(suite, str(tmp_path / "trained"), mask_dir=str(masks))
+    with open(tmp_path / "trained" / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["pat", "at_alp"]
+    assert all(0.0 <= float(r[f"{s} {k}"]) <= 1.0 for r in rows for s in STAGES for k in ("clean", "adv"))
+    assert "6 images with masks" in "\n".join(lines) and "cover 50.0%" in "\n".join(lines)
+
+    logged = []
+    reproduction.run_suite(suite, str(tmp_path / "given"), mask_dir=str(masks),
+                           models_from=str(tmp_path / "trained"), log=logged.append)
+    assert sum("trained already" in m for m in logged) == 2 and not any("training in" in m for m in logged)
+    assert (tmp_path / "given" / "table.csv").read_text() == (tmp_path / "trained" / "table.csv").read_text()
 
 
 def test_a_suite_with_other_settings_is_refused_in_the_same_directory(folder, tmp_path):
