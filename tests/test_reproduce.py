@@ -124,3 +124,12 @@ def test_the_command_names_a_bad_suite():
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0 and "--suite" in result.stderr and "cpu-flowers" in result.stderr
+
+
+def test_table3_without_masks_is_refused_before_any_work(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "atalp_tf.reproduce", "--suite=table3", f"--out_dir={tmp_path / 'out'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0 and "--suite=table3 needs --mask_dir" in result.stderr
+    assert not os.path.exists(tmp_path / "out")
