@@ -242,12 +242,13 @@ class RobustClassifier(keras.Model):
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
-    def _descend(self, images, labels, adv_images):
-        """One optimizer step on the method's loss; returns its terms, logits and the
-        gradient of the loss with respect to ``adv_images`` (None when there are none)."""
+    def _descend(self, images, labels, adv_images, input_gradient=False):
+        """One optimizer step on the method's loss; returns its terms, logits and, with
+        ``input_gradient``, the loss's gradient with respect to ``adv_images`` (else None)."""
         variables = self.trainable_variables
+        input_gradient = input_gradient and adv_images is not None
         with tf.GradientTape() as tape:
-            if adv_images is not None:
+            if input_gradient:
                 tape.watch(adv_images)
             terms, logits = self._per_example_losses(images, labels, adv_images, training=True)
             # Divide by the *global* batch: under tf.distribute the replicas' gradients are
@@ -257,11 +258,9 @@ class RobustClassifier(keras.Model):
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
             # Without scale_loss a mixed_float16 run updates the weights 32768x too little.
             scaled_loss = self.optimizer.scale_loss(loss)
-        sources = variables + ([adv_images] if adv_images is not None else [])
-        gradients = tape.gradient(scaled_loss, sources)
+        gradients = tape.gradient(scaled_loss, variables + ([adv_images] if input_gradient else []))
         self.optimizer.apply(gradients[: len(variables)], variables)
-        input_gradient = gradients[-1] if adv_images is not None else None
-        return terms, logits, input_gradient
+        return terms, logits, gradients[-1] if input_gradient else None
 
     def _free_train_step(self, images, labels):
         config = self.train_attack
@@ -270,7 +269,7 @@ class RobustClassifier(keras.Model):
         adv_images = attacks.project(images + delta, images, config.eps, config.norm, 0.0, 1.0)
         # A Python loop: the replays are few, and each holds an optimizer step.
         for _ in range(self.free_replays):
-            terms, logits, gradient = self._descend(images, labels, adv_images)
+            terms, logits, gradient = self._descend(images, labels, adv_images, input_gradient=True)
             results = self._update_metrics(terms, labels, logits)
             adv_images = attacks.project(
                 adv_images + config.step_size * attacks.ascent_direction(gradient, config.norm),
