@@ -37,11 +37,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the toolbox's progress bars
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-# runs x steps_per_run timed steps after warmup: fewer for ResNet-50, whose PGD step takes
-# tens of seconds on 2 cores (the toolbox's, over a minute).
+# runs x steps_per_run timed steps after warmup. ResNet-50 steps take seconds on 2 cores (the
+# toolbox's about ten, and they vary by tens of percent from step to step): one step a run.
 MODELS = {
     "resnet18_w16_32px": dict(architecture="resnet18", width=16, image_size=32, runs=5, steps_per_run=2, warmup=2),
-    "resnet50_64px": dict(architecture="resnet50", width=64, image_size=64, runs=3, steps_per_run=1, warmup=1),
+    "resnet50_64px": dict(architecture="resnet50", width=64, image_size=64, runs=5, steps_per_run=1, warmup=2),
 }
 METHODS = ("standard", "pat", "alp", "at", "at_alp", "trades")
 PEERS = ("art", "foolbox")
