@@ -200,6 +200,10 @@ def prepare_model_dir(config):
         )
     with open(saved_path) as f:
         saved = {k: v for k, v in json.load(f).items() if k not in _RESUMABLE_CHANGES}
+    # A run from an older version lacks the settings added since; it ran with their defaults.
+    for field in dataclasses.fields(TrainConfig):
+        if field.name not in saved and field.name not in _RESUMABLE_CHANGES and field.default is not dataclasses.MISSING:
+            saved[field.name] = field.default
     current = _identity(config)
     differences = [
         f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now"

@@ -222,3 +222,20 @@ def test_export_serves_float_and_uint8_in_a_process_without_the_package(exported
     refused = [line for line in result.stdout.splitlines() if line.startswith("REFUSED")]
     assert refused, "an image of the wrong size must be refused"
     assert "images must have shape [batch, 8, 8, 1]" in refused[0], refused[0]
+
+
+def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_path):
+    import dataclasses
+
+    from atalp_tf import training
+    from atalp_tf.datasets import DataConfig
+
+    config = training.TrainConfig(model_dir=str(tmp_path), data=DataConfig(name="digits", batch_size=64))
+    older = training._jsonable(config)
+    for added in ("attack", "free_replays", "overfit_guard"):
+        del older[added]
+    (tmp_path / "run_config.json").write_text(json.dumps(older))
+    (tmp_path / "resume").mkdir()
+    assert training.prepare_model_dir(config) is True
+    with pytest.raises(training.ModelDirInUse, match="attack: 'pgd' then, 'free' now"):
+        training.prepare_model_dir(dataclasses.replace(config, attack="free"))
