@@ -27,8 +27,8 @@ batch alone, as Madry et al. do. The attack always runs with ``training=False``.
   climbs by ``train_attack.step_size`` (eps in the paper) while the weights descend. The
   perturbation starts uniform in the ball for each batch, not carried over from the previous
   batch as in the paper (that would need per-replica state under tf.distribute). The optimizer
-  takes ``free_replays`` steps per batch: ``epochs / free_replays`` epochs cost about as much
-  as PGD training with ``free_replays - 1`` steps for ``epochs / free_replays`` epochs.
+  takes ``free_replays`` steps per batch, at about the cost of a PGD-(``free_replays`` - 1)
+  batch; the paper trains for ``1 / free_replays`` of standard training's epochs.
   The input gradient is the training loss's, with batch norm in training mode, as in the paper.
 """
 
