@@ -76,10 +76,10 @@ def test_fgsm_rs_is_one_signed_step_from_a_random_start_that_raises_the_loss(sta
     assert loss(adv) > 2 * loss(noise)
 
 
-@pytest.mark.parametrize("attack", ["fgsm_rs", "free"])
-def test_fast_training_lowers_the_adversarial_loss(attack, digits16):
+def test_fgsm_rs_training_lowers_the_adversarial_loss(digits16):
+    # Free training is checked to learn by its resume test in test_faults.
     x, y, _, _ = digits16
-    model = _model(attack=attack, step_size=1.25 * EPS if attack == "fgsm_rs" else EPS)
+    model = _model(attack="fgsm_rs", step_size=1.25 * EPS)
     first = model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0).history
     later = model.fit(x[:256], y[:256], batch_size=64, epochs=3, verbose=0).history
     assert np.isfinite(later["loss"]).all()
@@ -158,7 +158,8 @@ class _CountingTraces(RobustClassifier):
         return super().train_step(data)
 
 
-@pytest.mark.parametrize("attack", ["pgd", "fgsm_rs", "free"])
+# fgsm_rs runs the pgd path with one step.
+@pytest.mark.parametrize("attack", ["pgd", "free"])
 def test_one_trace_per_input_shape_over_epochs_and_no_host_calls(attack, digits16):
     x, y, _, _ = digits16
     model = _CountingTraces(
