@@ -40,7 +40,9 @@ def train_config(suite, name, out_dir, data_overrides=None):
     else:
         values["method"] = name
     data = datasets.DataConfig(**dict(suite.data, **(data_overrides or {})))
-    return training.TrainConfig(model_dir=os.path.join(out_dir, name), data=data, verbose=2, **values)
+    # The tables need model.keras only; a SavedModel per model would cost minutes at ResNet-101
+    # size (atalp_tf.export.export_serving makes one later from the loaded model.keras).
+    return training.TrainConfig(model_dir=os.path.join(out_dir, name), data=data, verbose=2, export=False, **values)
 
 
 def _plan(suite, transfer, num_classes):

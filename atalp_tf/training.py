@@ -37,7 +37,7 @@ from atalp_tf.export import export_serving
 from atalp_tf.model import RobustClassifier
 
 # Settings that may change between a run and its resumption: how it runs, not what it learns.
-_RESUMABLE_CHANGES = ("overwrite", "verbose", "strategy", "tpu", "checkpoint_steps", "jit_compile")
+_RESUMABLE_CHANGES = ("overwrite", "verbose", "strategy", "tpu", "checkpoint_steps", "jit_compile", "export")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,7 @@ class TrainConfig:
     checkpoint_steps: int = 0  # 0: at the end of each epoch only
     overwrite: bool = False
     verbose: int | str = "auto"
+    export: bool = True  # write export/ (a SavedModel for serving) beside model.keras
 
 
 class TrainingDiverged(FloatingPointError):
@@ -441,10 +442,11 @@ def run(config):
         return results
     final_path = os.path.join(out_dir, "model.keras")
     model.save(final_path)
-    export_dir = os.path.join(out_dir, "export")
-    export_serving(model, export_dir, data.image_shape)
     results["model_path"] = final_path
-    results["export_dir"] = export_dir
+    if config.export:
+        export_dir = os.path.join(out_dir, "export")
+        export_serving(model, export_dir, data.image_shape)
+        results["export_dir"] = export_dir
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     return results

@@ -55,6 +55,7 @@ def test_a_gpu_suite_runs_every_method_and_writes_its_table(name, folder, tmp_pa
         assert "black-box eps=0.25" in header and "gray-box eps=0.5" in header
         assert os.path.isfile(tmp_path / "source" / "model.keras")
     assert (tmp_path / "settings.json").is_file() and (tmp_path / "timing.json").is_file()
+    assert not os.path.exists(tmp_path / "at_alp" / "export")  # model.keras is all a table needs
     # Started again, it redoes nothing.
     logged.clear()
     reproduction.run_suite(suite, str(tmp_path), log=logged.append)
