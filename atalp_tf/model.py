@@ -45,6 +45,7 @@ from atalp_tf.choices import METHODS
 from atalp_tf.choices import TRAIN_ATTACKS
 
 _PAIRED = ("alp", "at", "at_alp", "trades")
+_FGSM_STEP_WARNING = "FGSM training with a step"
 
 
 def _attack_config(value, name):
@@ -108,7 +109,7 @@ class RobustClassifier(keras.Model):
             raise ValueError(f"`free_replays` must be a positive integer. Received: free_replays={free_replays}")
         if attack == "fgsm_rs" and train_attack.step_size > 1.25 * train_attack.eps * (1 + 1e-6):
             warnings.warn(
-                f"FGSM training with a step of {train_attack.step_size:.4g} > 1.25 * eps "
+                f"{_FGSM_STEP_WARNING} of {train_attack.step_size:.4g} > 1.25 * eps "
                 f"({1.25 * train_attack.eps:.4g}) often overfits catastrophically (Wong et al. 2020): "
                 "robust accuracy collapses to near 0 within an epoch; use a step of 1.25 * eps or less",
                 stacklevel=2,
@@ -325,4 +326,8 @@ class RobustClassifier(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        # The step-size warning was given when the model was first built; a load is not a
+        # new choice of step, and repeating it at every load only buries it.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_FGSM_STEP_WARNING)
+            return cls(**config)

@@ -96,10 +96,15 @@ def test_fast_attack_arguments_are_checked():
     with pytest.raises(ValueError, match="free_replays"):
         RobustClassifier(backbone, method="pat", attack="free", free_replays=0, train_attack=config)
     with pytest.warns(UserWarning, match="catastrophic"):
-        RobustClassifier(backbone, method="pat", attack="fgsm_rs", train_attack=attacks.PGDConfig(EPS, 2 * EPS, 1))
+        risky = RobustClassifier(
+            backbone, method="pat", attack="fgsm_rs", train_attack=attacks.PGDConfig(EPS, 2 * EPS, 1)
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         RobustClassifier(backbone, method="pat", attack="fgsm_rs", train_attack=attacks.PGDConfig(EPS, 1.25 * EPS, 1))
+        # Loading a model is not a new choice of step: it warned once, when it was made.
+        reloaded = RobustClassifier.from_config(risky.get_config())
+    assert reloaded.train_attack.step_size == pytest.approx(2 * EPS)
 
 
 class _Weights(keras.Model):
