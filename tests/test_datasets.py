@@ -1,5 +1,6 @@
 """Datasets: 17 Flowers labels and splits, class folders with bad and unusual files."""
 
+import dataclasses
 import json
 import os
 
@@ -9,6 +10,7 @@ from PIL import Image
 
 from atalp_tf import datasets
 from atalp_tf.datasets import folders
+from atalp_tf.datasets import pipeline
 from atalp_tf.datasets.images import BadImagesError
 from atalp_tf.datasets.splits import stratified_split
 from conftest import FLOWERS17
@@ -147,6 +149,31 @@ def test_folder_reads_grayscale_cmyk_alpha_16bit_and_palette_images(odd_folder, 
     deep = read_rgb(str(odd_folder / "dog" / "deep.png"))
     assert abs(int(deep[0, 0, 0]) - round(40000 / 65535 * 255)) <= 1
 
+
+@pytest.mark.parametrize("augment", ["pad_crop", "resized_crop"])
+def test_a_resumed_stream_draws_the_same_augmentation_as_an_uninterrupted_one(tmp_path, augment):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "noise"
+    for name in ("a", "b"):
+        for i in range(12):
+            path = root / name / f"{i}.png"
+            os.makedirs(path.parent, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (24, 20, 3), np.uint8)).save(path)
+    stream = _folder(root, tmp_path, augment=augment).train_stream
+
+    def images(step, prepare=stream.prepare):
+        replaced = dataclasses.replace(stream, prepare=prepare)
+        return [x.numpy() for x, _ in replaced.from_step(step, epochs=2)]
+
+    whole = images(0)
+    resume_at = stream.steps_per_epoch + 1  # in the middle of the second epoch
+    resumed = images(resume_at)
+    assert len(resumed) == len(whole) - resume_at > 0
+    for uninterrupted, again in zip(whole[resume_at:], resumed):
+        np.testing.assert_array_equal(uninterrupted, again)
+    # The draws are real: the same examples in the same order, unaugmented, look different.
+    unaugmented = images(0, prepare=pipeline.file_preparation("none", 16)[0])
+    assert not np.allclose(whole[0], unaugmented[0])
 
 def test_corrupt_and_non_image_files_are_reported_by_path(odd_folder, tmp_path):
     corrupt = odd_folder / "cat" / "broken.jpg"

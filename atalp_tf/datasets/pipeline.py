@@ -4,9 +4,9 @@ Every pipeline yields ``(pixels, label)`` with float32 pixels in [0, 1] and int3
 batches of the *global* batch size (Keras splits them across replicas).
 
 Training data is a ``TrainStream``: epoch ``e`` visits the examples in an order fixed by
-``(seed, e)``, so the stream can restart at any global step and a resumed run sees the same
-batches as an uninterrupted one. (Random augmentation is not part of that guarantee: its
-draws after a restart differ.)
+``(seed, e)``, and each example's augmentation draws from a stateless seed ``(seed, e, i)``
+for its position ``i`` in that order. So the stream can restart at any global step and a
+resumed run sees the same augmented batches as an uninterrupted one.
 """
 
 import dataclasses
@@ -30,23 +30,31 @@ def _to_float(image):
     return tf.image.convert_image_dtype(image, tf.float32)
 
 
-def _flip(image):
-    return tf.image.random_flip_left_right(image)
+def _split(seed):
+    first, second = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    return first, second
 
 
-def _pad_crop(image, padding=4):
+def _flip(image, seed):
+    return tf.image.stateless_random_flip_left_right(image, seed)
+
+
+def _pad_crop(image, seed, padding=4):
     # CIFAR-style: reflect-pad by 4 and crop back to the original size at a random offset.
+    crop_seed, flip_seed = _split(seed)
     shape = tf.shape(image)
     padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]], mode="REFLECT")
-    return _flip(tf.image.random_crop(padded, shape))
+    return _flip(tf.image.stateless_random_crop(padded, shape, crop_seed), flip_seed)
 
 
-def _resized_crop(image, size, area=(0.25, 1.0), aspect=(3 / 4, 4 / 3)):
+def _resized_crop(image, size, seed, area=(0.25, 1.0), aspect=(3 / 4, 4 / 3)):
     # Inception-style crop; the area range starts at 0.25 rather than ImageNet's 0.08 because
     # small fine-grained sets (flowers) lose the object in tiny crops.
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+    box_seed, flip_seed = _split(seed)
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         bounding_boxes=tf.zeros([1, 0, 4]),
+        seed=box_seed,
         min_object_covered=0.0,
         aspect_ratio_range=aspect,
         area_range=area,
@@ -54,7 +62,7 @@ def _resized_crop(image, size, area=(0.25, 1.0), aspect=(3 / 4, 4 / 3)):
         use_image_if_no_bounding_boxes=True,
     )
     crop = tf.slice(image, begin, crop_size)
-    return _flip(tf.image.resize(crop, (size, size), antialias=True))
+    return _flip(tf.image.resize(crop, (size, size), antialias=True), flip_seed)
 
 
 def _centre_crop(image, size):
@@ -83,10 +91,11 @@ def _map(fn):
 
 @dataclasses.dataclass(frozen=True)
 class TrainStream:
-    """Training batches whose order is a function of ``(seed, epoch)`` (and TF's global seed).
+    """Training batches whose order and augmentation are functions of ``(seed, epoch)``.
 
     ``examples`` holds the decoded (and possibly cached) examples in a fixed order; ``prepare``
-    turns one stored image into the model's float input, with random augmentation.
+    turns one stored image and a stateless seed (a shape-[2] int64 tensor) into the model's
+    float input, with random augmentation drawn from that seed.
     """
 
     examples: tf.data.Dataset
@@ -102,7 +111,15 @@ class TrainStream:
     def _epoch(self, epoch):
         seed = epoch * _EPOCH_SEED_STRIDE + self.seed
         shuffled = self.examples.shuffle(self.size, seed=seed, reshuffle_each_iteration=False)
-        prepared = shuffled.map(_map(self.prepare), num_parallel_calls=tf.data.AUTOTUNE)
+        # Seeding by position, not by a stateful generator, is what lets a resumed stream
+        # (``from_step``'s skip) draw the same crops and flips as an uninterrupted one.
+        epoch_seed = tf.constant(seed, tf.int64)
+
+        def prepare(position, example):
+            image, label = example
+            return self.prepare(image, tf.stack([epoch_seed, position])), label
+
+        prepared = shuffled.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         # A short last batch would give batch norm noisy statistics: drop it.
         return prepared.batch(self.batch_size, drop_remainder=True)
 
@@ -126,13 +143,13 @@ def evaluation(examples, batch_size, prepare):
 
 def array_preparation(augment):
     """(train, eval) preparations of images already at the model's size."""
-    augmentations = {"none": lambda x: x, "flip": _flip, "pad_crop": _pad_crop}
+    augmentations = {"none": lambda image, seed: image, "flip": _flip, "pad_crop": _pad_crop}
     if augment not in augmentations:
         raise ValueError(
             f"augment={augment!r} does not apply to fixed-size images; use none, flip or pad_crop"
         )
     augmentation = augmentations[augment]
-    return (lambda image: augmentation(_to_float(image))), _to_float
+    return (lambda image, seed: augmentation(_to_float(image), seed)), _to_float
 
 
 def file_examples(paths, labels, image_size, cache_to=""):
@@ -163,6 +180,6 @@ def file_preparation(augment, image_size):
         return _centre_crop(_to_float(image), image_size)
 
     if augment == "resized_crop":
-        return (lambda image: _resized_crop(_to_float(image), image_size)), centre
+        return (lambda image, seed: _resized_crop(_to_float(image), image_size, seed)), centre
     train, _ = array_preparation(augment)
-    return (lambda image: train(centre(image))), centre
+    return (lambda image, seed: train(centre(image), seed)), centre
