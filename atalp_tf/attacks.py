@@ -100,7 +100,13 @@ def per_example_norm(v):
     return tf.sqrt(tf.reduce_sum(tf.square(v), axis=list(range(1, v.shape.rank)), keepdims=True))
 
 
-def _random_start(x, config, seed):
+def random_start(x, config, seed, pixel_range=(0.0, 1.0)):
+    """A point drawn uniformly from ``config``'s eps ball around ``x``, clipped to the pixels."""
+    lo, hi = pixel_range
+    return tf.clip_by_value(x + _random_offset(x, config, seed), lo, hi)
+
+
+def _random_offset(x, config, seed):
     if config.norm == "linf":
         return keras.random.uniform(tf.shape(x), -config.eps, config.eps, seed=seed)
     # Uniform in the L2 ball: a Gaussian direction times eps * u^(1/d).
@@ -146,7 +152,7 @@ def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None, sta
     if start is not None:
         x_adv = project(tf.stop_gradient(start), x, config.eps, config.norm, lo, hi)
     elif config.random_start:
-        x_adv = tf.clip_by_value(x + _random_start(x, config, seed), lo, hi)
+        x_adv = random_start(x, config, seed, pixel_range)
     else:
         x_adv = x
 

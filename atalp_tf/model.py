@@ -266,8 +266,7 @@ class RobustClassifier(keras.Model):
     def _free_train_step(self, images, labels):
         config = self.train_attack
         images = tf.convert_to_tensor(images, tf.float32)
-        delta = keras.random.uniform(tf.shape(images), -config.eps, config.eps, seed=self.seed_generator)
-        adv_images = attacks.project(images + delta, images, config.eps, config.norm, 0.0, 1.0)
+        adv_images = attacks.random_start(images, config, self.seed_generator)
         # A Python loop: the replays are few, and each holds an optimizer step.
         for _ in range(self.free_replays):
             terms, logits, gradient = self._descend(images, labels, adv_images, input_gradient=True)
