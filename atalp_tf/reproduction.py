@@ -158,9 +158,10 @@ def _figure(out_dir, rows):
 
 
 def part_images(data_dir, mask_dir, max_images):
-    """The image files under ``data_dir`` that have a mask in ``mask_dir``, sorted, at most
-    ``max_images``."""
+    """``(image, mask)`` paths of the image files under ``data_dir`` that have a mask in
+    ``mask_dir``, sorted, at most ``max_images``."""
     from atalp_tf.datasets.images import IMAGE_EXTENSIONS
+    from atalp_tf.inspection import find_mask
 
     if not mask_dir or not os.path.isdir(mask_dir):
         raise FileNotFoundError(
@@ -180,10 +181,10 @@ def part_images(data_dir, mask_dir, max_images):
             f"No image under {data_dir} has a mask in {mask_dir}: a mask must be named like its "
             "image (image_0001.jpg -> image_0001.png)"
         )
-    return sorted(paths)[:max_images]
+    return [(path, find_mask(path, mask_dir)) for path in sorted(paths)[:max_images]]
 
 
-def _parts_row(suite, config, paths, mask_dir, out_dir, log, batch_size=32):
+def _parts_row(suite, config, pairs, out_dir, log, batch_size=32):
     """``{stage: {"clean": share, "adv": share}}`` of one model, cached in ``out_dir/parts``."""
     import numpy as np
 
@@ -204,18 +205,18 @@ def _parts_row(suite, config, paths, mask_dir, out_dir, log, batch_size=32):
                             seed=config.seed)
     shares = {stage: {"clean": [], "adv": []} for stage in STAGES}
     area = []
-    log(f"[{config.method}] part activation on {len(paths)} images")
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start : start + batch_size]
-        images = np.stack([inspection.load_image(q, shape) for q in batch])
-        masks = np.stack([inspection.load_mask(inspection.find_mask(q, mask_dir), shape[0]) for q in batch])
+    log(f"[{config.method}] part activation on {len(pairs)} images")
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start : start + batch_size]
+        images = np.stack([inspection.load_image(image, shape) for image, _ in batch])
+        masks = np.stack([inspection.load_mask(mask, shape[0]) for _, mask in batch])
         area.append(masks.mean(axis=(1, 2)))
         predicted = np.argmax(model(images, training=False), -1).astype("int32")
         for kind, pixels in (("clean", images), ("adv", attack(images, predicted).numpy())):
             for stage, values in inspection.part_activation(model, pixels, masks).items():
                 shares[stage][kind].append(values)
     row = {s: {k: float(np.concatenate(v).mean()) for k, v in kinds.items()} for s, kinds in shares.items()}
-    values = {"images": len(paths), "mask_area": float(np.concatenate(area).mean()), "stages": row,
+    values = {"images": len(pairs), "mask_area": float(np.concatenate(area).mean()), "stages": row,
               "model": config.model_dir}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -262,10 +263,10 @@ def run_suite(suite, out_dir, *, data_overrides=None, log=print, mask_dir=None, 
             json.dump(timing, f, indent=2)
 
     names = (["source"] if suite.source else []) + list(suite.methods)
-    paths = None
+    pairs = None
     if suite.table == "parts":  # before any training: a missing mask folder is found at once
         data_dir = (data_overrides or {}).get("data_dir") or suite.data.get("data_dir")
-        paths = part_images(data_dir, mask_dir, suite.parts.max_images)
+        pairs = part_images(data_dir, mask_dir, suite.parts.max_images)
     configs = {n: train_config(suite, n, models_from or out_dir, data_overrides) for n in names}
     for name in names:
         try:
@@ -273,7 +274,7 @@ def run_suite(suite, out_dir, *, data_overrides=None, log=print, mask_dir=None, 
         finally:
             save_timing()
     if suite.table == "parts":
-        rows = {m: _parts_row(suite, configs[m], paths, mask_dir, out_dir, log) for m in suite.methods}
+        rows = {m: _parts_row(suite, configs[m], pairs, out_dir, log) for m in suite.methods}
         return write_parts_table(suite, out_dir, rows)
     source_file = os.path.join(configs["source"].model_dir, "model.keras") if suite.source else None
     rows = {m: _evaluate(suite, configs[m], source_file, log) for m in suite.methods}
