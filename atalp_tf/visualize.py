@@ -86,18 +86,6 @@ def _image_paths():
     return paths
 
 
-def _load(path, shape):
-    from atalp_tf.inspection import load_image
-
-    return load_image(path, shape)
-
-
-def _mask_for(image_path):
-    from atalp_tf.inspection import find_mask
-
-    return find_mask(image_path, _MASK_DIR.value)
-
-
 def _default_name(path):
     """A run's ``<run>/model.keras`` (or ``checkpoints/best.keras``) is named after the run."""
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -165,9 +153,10 @@ def _parts(models, names, paths, images, labels, stages):
 
     if not _MASK_DIR.value:
         raise app.UsageError("parts needs --mask_dir")
+    from atalp_tf.inspection import find_mask
     from atalp_tf.inspection import load_mask
 
-    masks = np.stack([load_mask(_mask_for(p), images.shape[1]) for p in paths])
+    masks = np.stack([load_mask(find_mask(p, _MASK_DIR.value), images.shape[1]) for p in paths])
     results = {}
     for name, model in zip(names, models):
         adversarial = _adversarial(model, images, labels)
@@ -241,6 +230,7 @@ def main(argv):
 
     from atalp_tf.backbones import STAGES
     from atalp_tf.export import load_classifier
+    from atalp_tf.inspection import load_image
 
     models = [load_classifier(p) for p in _MODELS.value]
     names = _NAMES.value or [_default_name(p) for p in _MODELS.value]
@@ -250,7 +240,7 @@ def main(argv):
     for path, model in zip(_MODELS.value, models[1:]):
         if tuple(model.backbone.input_shape[1:]) != shape:
             raise app.UsageError(f"{path} takes another image shape than {_MODELS.value[0]} ({shape})")
-    images = np.stack([_load(p, shape) for p in paths])
+    images = np.stack([load_image(p, shape) for p in paths])
     if _LABELS.value:
         labels = np.asarray([int(v) for v in _LABELS.value], np.int32)
     else:  # without true labels, attack (and measure the loss of) the first model's prediction
