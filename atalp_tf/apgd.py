@@ -15,11 +15,10 @@ Two losses, as in AutoAttack:
 
 The returned point is, per example, the first iterate the model misclassifies (away from the
 true label, for the targeted version too), else the iterate of highest loss. Projection, the
-summed loss for the input gradient (no float16 underflow) and ``training=False`` inside
+float32 input gradient (``attacks.input_gradient``) and ``training=False`` inside
 ``logits_fn`` follow ``atalp_tf.attacks``, whose helpers this module uses.
 """
 
-import keras
 import tensorflow as tf
 
 from atalp_tf import attacks
@@ -89,17 +88,11 @@ def apgd(logits_fn, x, labels, *, eps, steps, loss_fn=None, pixel_range=(0.0, 1.
     marks, lengths = tf.constant(marks), tf.constant(lengths, tf.float32)
 
     def evaluate(x_adv):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x_adv)
-            logits = tf.cast(logits_fn(x_adv), tf.float32)
-            loss = loss_fn(logits)
-            total = tf.reduce_sum(loss)
+        loss, logits, grad = attacks.input_gradient(logits_fn, x_adv, loss_fn)
         wrong = tf.argmax(logits, axis=-1, output_type=tf.int32) != labels
-        return loss, tape.gradient(total, x_adv, unconnected_gradients="zero"), wrong
+        return loss, grad, wrong
 
-    x_adv = attacks.project(
-        x + keras.random.uniform(tf.shape(x), -eps, eps, seed=seed), x, eps, "linf", lo, hi
-    )
+    x_adv = attacks.project(x + attacks.uniform_in_ball(x, eps, "linf", seed), x, eps, "linf", lo, hi)
     loss, grad, wrong = evaluate(x_adv)
     batch = tf.shape(x)[0]
     state = dict(
@@ -181,10 +174,7 @@ def apgd_targeted(
     classes = clean_logits.shape[-1]
     if classes is None or classes < 4:
         raise ValueError(f"The targeted DLR loss needs at least 4 classes; this model has {classes}")
-    ranked = tf.argsort(clean_logits, axis=-1, direction="DESCENDING")
-    # Rank 0 is usually the true class: take the next num_targets, skipping the true label.
-    is_true = tf.equal(ranked, labels[:, None])
-    others = tf.reshape(tf.boolean_mask(ranked, tf.logical_not(is_true)), [-1, classes - 1])
+    others = attacks.ranked_targets(clean_logits, labels)
     best = x
     for r in range(min(num_targets, classes - 1)):
         targets = others[:, r]

@@ -1,6 +1,6 @@
 """Projected gradient descent: the one attack core that training and evaluation share.
 
-Conventions (see ../shared/ALGORITHMS.md for why each matters):
+Conventions, each a choice that implementations commonly get wrong:
 
 * Inputs are raw pixels in ``pixel_range`` (``(0, 1)`` everywhere in this package); the model
   normalises inside itself, so ``eps`` and ``step_size`` are in the same units as the pixels.
@@ -10,11 +10,18 @@ Conventions (see ../shared/ALGORITHMS.md for why each matters):
 * Projection clips once per step to ``[max(x - eps, lo), min(x + eps, hi)]`` (L-inf), or
   rescales to the L2 ball and then clips to the pixel range (clipping toward ``x`` can only
   shrink an L2 perturbation, so the result stays in the ball).
-* The gradient is taken from the *sum* of per-example losses, not the mean: in float16 a mean
-  over a large batch divides each example's gradient by B and it can underflow to zero. The
-  step uses only the sign (L-inf) or the direction (L2), so the scale does not matter otherwise.
+* Input gradients come from ``input_gradient``, always in float32 whatever the Keras dtype
+  policy. The loss's gradient with respect to the (float32) logits is scaled per example so
+  that its largest entry is 1, and that vector is back-propagated through the network. Under
+  ``mixed_float16`` the cross-entropy gradient of a confident example (``1 - p_y``, ~1e-8)
+  would otherwise flush to zero as it enters the float16 graph, and the attack would find
+  nothing; a summed loss does not prevent that. The scale changes nothing else: PGD and APGD
+  use only the gradient's sign (L-inf) or direction (L2).
 * The random start is uniform in the eps ball (Madry et al.), clipped to the pixel range; it is
   on by default. FGSM is the one-step, no-random-start, ``step_size == eps`` case.
+* Random draws are stateless, from a seed drawn once per call (``draw_seed``). Under a
+  distribution strategy with several replicas the replica id is folded into it: one shared
+  ``SeedGenerator`` would otherwise give example i of every replica the same start.
 """
 
 import dataclasses
@@ -95,26 +102,96 @@ def objective(config, labels):
     return lambda logits: base(labels, logits)
 
 
+def ranked_targets(logits, labels):
+    """``[B, K - 1]``: the classes other than each label, from the highest logit down, the
+    targets that APGD-T and FAB-T try in turn (AutoAttack's order)."""
+    classes = logits.shape[-1]
+    ranked = tf.argsort(logits, axis=-1, direction="DESCENDING")
+    others = tf.boolean_mask(ranked, tf.not_equal(ranked, tf.cast(labels, ranked.dtype)[:, None]))
+    return tf.reshape(others, [-1, classes - 1])
+
+
 def per_example_norm(v):
     """L2 norm of each example of a batch, shaped to broadcast against it."""
     return tf.sqrt(tf.reduce_sum(tf.square(v), axis=list(range(1, v.shape.rank)), keepdims=True))
 
 
+def draw_seed(seed):
+    """A stateless seed (int32 ``[2]``) for one call's random draws.
+
+    Args:
+        seed: int, ``keras.random.SeedGenerator`` (advanced by one draw) or None (a fresh
+            seed from TensorFlow's global generator).
+
+    In a replica context with several replicas, the replica id is folded in, so each replica
+    draws its own noise for its share of the batch.
+    """
+    if isinstance(seed, keras.random.SeedGenerator):
+        seed = tf.cast(seed.next(), tf.int32)
+    elif seed is None:
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    else:
+        seed = tf.cast(tf.stack([tf.cast(seed, tf.int64), 0]), tf.int32)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+    return seed
+
+
+def uniform_in_ball(x, eps, norm, seed):
+    """Offsets drawn uniformly from the ``norm`` ball of radius ``eps``, one per example of ``x``."""
+    seed = draw_seed(seed)
+    if norm == "linf":
+        return tf.random.stateless_uniform(tf.shape(x), seed, -eps, eps)
+    # Uniform in the L2 ball: a Gaussian direction times eps * u^(1/d).
+    direction_seed, radius_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    direction = tf.random.stateless_normal(tf.shape(x), direction_seed)
+    direction /= per_example_norm(direction) + 1e-12
+    dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    radius = tf.random.stateless_uniform(
+        [tf.shape(x)[0]] + [1] * (x.shape.rank - 1), radius_seed
+    )
+    return direction * eps * radius ** (1.0 / dims)
+
+
 def random_start(x, config, seed, pixel_range=(0.0, 1.0)):
     """A point drawn uniformly from ``config``'s eps ball around ``x``, clipped to the pixels."""
     lo, hi = pixel_range
-    return tf.clip_by_value(x + _random_offset(x, config, seed), lo, hi)
+    return tf.clip_by_value(x + uniform_in_ball(x, config.eps, config.norm, seed), lo, hi)
 
 
-def _random_offset(x, config, seed):
-    if config.norm == "linf":
-        return keras.random.uniform(tf.shape(x), -config.eps, config.eps, seed=seed)
-    # Uniform in the L2 ball: a Gaussian direction times eps * u^(1/d).
-    direction = keras.random.normal(tf.shape(x), seed=seed)
-    direction /= per_example_norm(direction) + 1e-12
-    dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
-    radius = keras.random.uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), seed=seed)
-    return direction * config.eps * radius ** (1.0 / dims)
+def gaussian_start(x, seed, scale=0.001):
+    """``x + scale * N(0, 1)``: TRADES' start, next to ``x`` (its KL has zero gradient at ``x``)."""
+    return x + scale * tf.random.stateless_normal(tf.shape(x), draw_seed(seed))
+
+
+def input_gradient(logits_fn, x, loss_fn):
+    """The input gradient of ``sum(loss_fn(logits))`` up to a positive factor per example.
+
+    Returns ``(loss, logits, gradient)``: the per-example loss and the logits, both float32,
+    and the float32 gradient with respect to ``x``. The logits' gradient is computed in float32
+    and scaled per example so its largest entry is 1 before it is back-propagated through the
+    model, which keeps it from flushing to zero in a float16 network. An example whose loss
+    does not depend on its logits (or whose softmax saturated even in float32) keeps a zero
+    gradient, which is what the masking checks look for.
+    """
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        raw_logits = logits_fn(x)
+    logits = tf.cast(raw_logits, tf.float32)
+    with tf.GradientTape(watch_accessed_variables=False) as logit_tape:
+        logit_tape.watch(logits)
+        loss = loss_fn(logits)
+        total = tf.reduce_sum(loss)
+    direction = logit_tape.gradient(total, logits, unconnected_gradients="zero")
+    peak = tf.reduce_max(tf.abs(direction), axis=-1, keepdims=True)
+    direction = tf.math.divide_no_nan(direction, peak)
+    # A model that ignores its input has a zero gradient, not none.
+    gradient = tape.gradient(
+        raw_logits, x, output_gradients=tf.cast(direction, raw_logits.dtype),
+        unconnected_gradients="zero",
+    )
+    return loss, logits, tf.cast(gradient, tf.float32)
 
 
 def project(x_adv, x, eps, norm, lo, hi):
@@ -157,13 +234,7 @@ def pgd(logits_fn, x, loss_fn, config, *, pixel_range=(0.0, 1.0), seed=None, sta
         x_adv = x
 
     def step(i, x_adv):
-        # Watch the input only: the weights' gradients are never used here.
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x_adv)
-            logits = tf.cast(logits_fn(x_adv), tf.float32)
-            loss = tf.reduce_sum(loss_fn(logits))
-        # A model that ignores its input has a zero gradient, not none.
-        grad = tape.gradient(loss, x_adv, unconnected_gradients="zero")
+        _, _, grad = input_gradient(logits_fn, x_adv, loss_fn)
         x_adv = x_adv + config.step_size * ascent_direction(grad, config.norm)
         return i + 1, tf.stop_gradient(project(x_adv, x, config.eps, config.norm, lo, hi))
 

@@ -114,10 +114,7 @@ def loss_landscape(model, image, label, *, radius, steps=21, seed=0, pixel_range
 
     @tf.function  # eagerly, every convolution's filter gradient would be computed too
     def input_gradient(x):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(attacks.cross_entropy(y, logits_fn(x)))
-        return tape.gradient(loss, x)
+        return attacks.input_gradient(logits_fn, x, lambda logits: attacks.cross_entropy(y, logits))[2]
 
     gradient_sign = tf.sign(input_gradient(x))
     rademacher = tf.constant(np.random.default_rng(seed).choice([-1.0, 1.0], size=x.shape), tf.float32)

@@ -4,7 +4,7 @@ Every function returns one value per example (shape ``[B]``) so the model can re
 the same way, with ``tf.nn.compute_average_loss`` over the global batch; mixing these with a
 ``tf.reduce_mean`` would weigh them N times too much on N replicas.
 
-Choices, written down because implementations differ (../shared/ALGORITHMS.md):
+Choices, written down because implementations differ:
 
 * Attention map (Zagoruyko & Komodakis): the channel mean of ``A**2``, flattened and
   L2-normalised per example.

@@ -183,7 +183,7 @@ class RobustClassifier(keras.Model):
             start = None
             if self.attack == "pgd":
                 # The clean point has zero KL gradient, so TRADES starts from x + 0.001 * N(0, 1).
-                start = images + 0.001 * keras.random.normal(tf.shape(images), seed=self.seed_generator)
+                start = attacks.gaussian_start(images, self.seed_generator)
             return attacks.pgd(
                 self._inference_logits, images, loss_fn, config, seed=self.seed_generator, start=start
             )
