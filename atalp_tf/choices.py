@@ -24,4 +24,7 @@ RUN_ARTIFACTS = (
 FINISHED_RUN_ARTIFACTS = ("results.json", "export", "model.keras")
 
 # Attacks of the evaluation (atalp_tf.robustness), in the order reports list them.
-ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t", "square", "rays")
+ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t", "fab_t", "square", "rays", "autoattack")
+# What `atalp_tf.evaluate` runs unless --attacks says otherwise: everything but the standard
+# AutoAttack, whose fixed budget (100 iterations, 9 targets, 5,000 queries) takes far longer.
+DEFAULT_ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t", "square", "rays")

@@ -42,7 +42,11 @@ _EPS = DEFINE_pixel_list("eps", "8/255", "L-inf radii in [0, 1] pixel units.")
 _STEPS = flags.DEFINE_list("steps", ["10", "20", "50"], "PGD iteration counts (the paper: 10 to 200).")
 _RESTARTS = flags.DEFINE_integer("restarts", 1, "Random restarts of PGD and targeted PGD.", lower_bound=1)
 _STEP_SIZE = DEFINE_pixel_value("step_size", None, "PGD step (default 2.5 * eps / steps; the paper: 1/256).")
-_ATTACKS = flags.DEFINE_list("attacks", list(choices.ATTACKS), f"Attacks to run, from {', '.join(choices.ATTACKS)}.")
+_ATTACKS = flags.DEFINE_list(
+    "attacks", list(choices.DEFAULT_ATTACKS),
+    f"Attacks to run, from {', '.join(choices.ATTACKS)}. autoattack is the standard AutoAttack "
+    "(APGD-CE, APGD-T, FAB-T, Square at their fixed budgets), the figure to quote.",
+)
 _QUERIES = flags.DEFINE_integer("queries", 1000, "Queries of Square and RayS.", lower_bound=10)
 _NUM_TARGETS = flags.DEFINE_integer("num_targets", 9, "Target classes of APGD-T.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of every random start, target and query.")

@@ -24,11 +24,14 @@ import tensorflow as tf
 
 from atalp_tf import apgd
 from atalp_tf import attacks
+from atalp_tf import autoattack
+from atalp_tf import fab
 from atalp_tf import rays
 from atalp_tf import square
 from atalp_tf.choices import ATTACKS
+from atalp_tf.choices import DEFAULT_ATTACKS
 
-GRADIENT_ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t")
+GRADIENT_ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t", "fab_t")
 GRADIENT_FREE_ATTACKS = ("square", "rays")  # scores only; labels only
 
 
@@ -45,11 +48,12 @@ class AttackSpec:
     Args:
         attack: one of ``ATTACKS``.
         eps: L-inf radius in [0, 1] pixel units.
-        steps: iterations (PGD, APGD), or queries (Square, RayS); 1 for FGSM.
+        steps: iterations (PGD, APGD, FAB), or queries (Square, RayS); 1 for FGSM; 100 for
+            AutoAttack, whose settings are fixed (``atalp_tf.autoattack``).
         restarts: independent runs; an example is robust only if all fail.
         step_size: PGD's step; None for ``2.5 * eps / steps`` (Madry et al.).
         transfer: made on the source model and given to the target (black-box).
-        num_targets: target classes tried by APGD-T.
+        num_targets: target classes tried by APGD-T and FAB-T.
     """
 
     attack: str
@@ -71,6 +75,12 @@ class AttackSpec:
                 f"restarts={self.restarts}"
             )
 
+        if self.attack == "autoattack" and (self.steps, self.restarts, self.transfer) != (autoattack.STEPS, 1, False):
+            raise ValueError(
+                "AutoAttack's settings are fixed (100 iterations, one run, on the model itself). "
+                f"Received: steps={self.steps}, restarts={self.restarts}, transfer={self.transfer}"
+            )
+
     @property
     def pgd_step_size(self):
         return self.step_size or 2.5 * self.eps / self.steps
@@ -81,8 +91,8 @@ class AttackSpec:
 
     @property
     def name(self):
-        if self.attack == "fgsm":
-            label = "fgsm"
+        if self.attack in ("fgsm", "autoattack"):
+            label = self.attack
         elif self.attack in GRADIENT_FREE_ATTACKS:
             label = f"{self.attack}-{self.steps}q"
         else:
@@ -104,7 +114,7 @@ class AttackSpec:
 def plan(
     eps_values,
     steps_values,
-    attack_names=ATTACKS,
+    attack_names=DEFAULT_ATTACKS,
     *,
     restarts=1,
     step_size=None,
@@ -113,9 +123,10 @@ def plan(
     transfer=False,
     num_classes=None,
 ):
-    """The attacks to run for each eps: FGSM; PGD at each iteration count; targeted PGD, APGD-CE
-    and APGD-T at the largest count; Square and RayS with ``queries``; and, with ``transfer``,
-    FGSM and PGD at each count again, made on the source model.
+    """The attacks to run for each eps: FGSM; PGD at each iteration count; targeted PGD, APGD-CE,
+    APGD-T and FAB-T at the largest count; Square and RayS with ``queries``; the standard
+    AutoAttack (its own fixed settings); and, with ``transfer``, FGSM and PGD at each count
+    again, made on the source model.
 
     APGD-T is left out for fewer than 4 classes (its loss needs them).
     """
@@ -131,6 +142,10 @@ def plan(
                 specs.append(AttackSpec(name, eps, longest, restarts, step_size))
             elif name == "apgd_t" and (num_classes is None or num_classes >= 4):
                 specs.append(AttackSpec(name, eps, longest, 1, num_targets=num_targets))
+            elif name == "fab_t":
+                specs.append(AttackSpec(name, eps, longest, 1, num_targets=num_targets))
+            elif name == "autoattack":
+                specs.append(AttackSpec(name, eps, autoattack.STEPS))
             elif name in GRADIENT_FREE_ATTACKS:
                 specs.append(AttackSpec(name, eps, queries, 1))
         if transfer:
@@ -146,8 +161,29 @@ def logits_of(model):
     return lambda images: tf.cast(model(images, training=False), tf.float32)
 
 
+class _AutoAttackRun:
+    """The ``compile_spec`` runner of AutoAttack: Python between compiled components, because
+    each component runs on the examples the earlier ones left robust. ``breakers`` collects,
+    per call, the component that broke each example (``""`` for none)."""
+
+    def __init__(self, spec, logits_fn, seed):
+        self.spec, self.logits_fn, self.seed = spec, logits_fn, seed
+        self.attack = None
+        self.breakers = []
+
+    def __call__(self, images, labels, targets, restart):
+        if self.attack is None:
+            classes = int(self.logits_fn(images[:1]).shape[-1])
+            self.attack = autoattack.AutoAttack(self.logits_fn, self.spec.eps, num_classes=classes, seed=self.seed)
+        adversarial, breaker = self.attack(images, labels)
+        self.breakers.append(breaker)
+        return adversarial
+
+
 def compile_spec(spec, logits_fn, seed):
     """``(images, labels, targets, restart) -> adversarial images`` for ``spec``, compiled once."""
+    if spec.attack == "autoattack":
+        return _AutoAttackRun(spec, logits_fn, seed)
     seed_generator = keras.random.SeedGenerator(seed)
     if spec.attack == "fgsm":
         config = attacks.PGDConfig.fgsm(spec.eps)
@@ -168,6 +204,10 @@ def compile_spec(spec, logits_fn, seed):
                 logits_fn, images, labels, eps=spec.eps, steps=spec.steps,
                 num_targets=spec.num_targets, seed=seed_generator,
             )
+        if spec.attack == "fab_t":
+            return fab.fab_targeted(
+                logits_fn, images, labels, eps=spec.eps, steps=spec.steps, num_targets=spec.num_targets
+            )
         if spec.attack == "square":
             return square.square(logits_fn, images, labels, eps=spec.eps, queries=spec.steps, seed=seed + restart)
         return rays.rays(logits_fn, images, labels, eps=spec.eps, queries=spec.steps)[0]
@@ -185,6 +225,8 @@ class Report:
     robust: dict
     probes: dict
     num_classes: int
+    # For AutoAttack specs: per example, the component that broke it ("" for none).
+    breakers: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_examples(self):
@@ -206,17 +248,55 @@ class Report:
             result[eps] = (float(np.mean(robust)), names)
         return result
 
+    def after_each_component(self, spec):
+        """AutoAttack's running robust accuracy: ``{component: accuracy after it}``."""
+        breaker = self.breakers[spec.name]
+        robust = self.clean_correct.copy()
+        result = {}
+        for name in autoattack.components(self.num_classes):
+            robust &= breaker != name
+            result[name] = float(np.mean(robust))
+        return result
+
+    def examples(self):
+        """Per example: its label, whether it was right clean, and at each eps whether it
+        survived every attack and which attacks broke it (an AutoAttack row says which of its
+        components did)."""
+        rows = []
+        eps_values = sorted({s.eps for s in self.specs})
+        for i, label in enumerate(self.labels):
+            row = {"index": i, "label": int(label), "clean_correct": bool(self.clean_correct[i]),
+                   "robust": {}, "broken_by": {}}
+            for eps in eps_values:
+                broken = []
+                for spec in (s for s in self.specs if s.eps == eps):
+                    if self.clean_correct[i] and not self.robust[spec.name][i]:
+                        component = self.breakers.get(spec.name)
+                        broken.append(spec.name + (f" ({component[i]})" if component is not None else ""))
+                key = describe_eps(eps)
+                row["robust"][key] = bool(self.clean_correct[i]) and not broken
+                row["broken_by"][key] = broken
+            rows.append(row)
+        return rows
+
     def to_dict(self):
+        attacks = []
+        for spec in self.specs:
+            values = dict(spec.to_dict(), accuracy=self.accuracy(spec))
+            if spec.name in self.breakers:
+                values["accuracy_after_each"] = self.after_each_component(spec)
+            attacks.append(values)
         return {
             "num_examples": self.num_examples,
             "num_classes": self.num_classes,
             "clean_accuracy": self.clean_accuracy,
-            "attacks": [dict(s.to_dict(), accuracy=self.accuracy(s)) for s in self.specs],
+            "attacks": attacks,
             "worst_case": [
                 {"eps": eps, "eps_255": eps * 255, "accuracy": acc, "attacks": names}
                 for eps, (acc, names) in self.worst_case().items()
             ],
             "probes": self.probes,
+            "examples": self.examples(),
         }
 
 
@@ -249,11 +329,11 @@ class _Probes:
 
         @tf.function(reduce_retracing=True)
         def gradients(images, labels):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(images)
-                logits = logits_fn(images)
-                loss = tf.reduce_sum(attacks.cross_entropy(labels, logits))
-            return logits, logits_fn(images), tape.gradient(loss, images, unconnected_gradients="zero")
+            # The gradient the attacks follow, so a zero here is a zero for them too.
+            _, logits, grad = attacks.input_gradient(
+                logits_fn, images, lambda logits: attacks.cross_entropy(labels, logits)
+            )
+            return logits, logits_fn(images), grad
 
         self.gradients = gradients
 
@@ -329,6 +409,9 @@ def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, p
         robust={n: np.concatenate(v) for n, v in robust.items()},
         probes=probes.result(),
         num_classes=num_classes,
+        breakers={
+            name: np.concatenate(run.breakers) for name, run in compiled.items() if isinstance(run, _AutoAttackRun)
+        },
     )
 
 

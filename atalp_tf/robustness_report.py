@@ -21,6 +21,9 @@ def table(report, checks, title=""):
             f"  {spec.name:<34} {spec.box:<5} {eps:>16} {spec.steps:>6} {spec.restarts:>8} "
             f"{report.accuracy(spec):>9.4f}"
         )
+        if spec.name in report.breakers:
+            steps = ", ".join(f"{n} {a:.4f}" for n, a in report.after_each_component(spec).items())
+            lines.append(f"    accuracy after each of its attacks: {steps}")
     for eps, (accuracy, names) in report.worst_case().items():
         lines.append(
             f"  worst case per example at eps {eps:.4g} ({eps * 255:.3g}/255): {accuracy:.4f} "
