@@ -24,13 +24,15 @@ setuptools.setup(
         "plots": ["matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9"],
         # benchmarks/training_throughput.py measures against these peers (never imported by the package).
-        "bench": ["adversarial-robustness-toolbox>=1.20", "foolbox>=3.3"],
+        # (ART's AutoAttack imports multiprocess.)
+        "bench": ["adversarial-robustness-toolbox>=1.20", "multiprocess>=0.70", "foolbox>=3.3"],
         "test": [
             "pytest>=8",
             "tensorflow-datasets>=4.9",
             "matplotlib>=3.8",
-            # An independent PGD to check ours against (tests only).
+            # An independent PGD and AutoAttack to check ours against (tests only).
             "adversarial-robustness-toolbox>=1.20",
+            "multiprocess>=0.70",
         ],
     },
 )

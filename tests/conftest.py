@@ -65,3 +65,30 @@ def source_model(digits16):
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     model.fit(x, y, batch_size=64, epochs=6, verbose=0)
     return model
+
+
+def tiny_cnn(num_classes, input_shape):
+    """Four strided convolutions standing in for ResNet's stages: a backbone cheap enough to
+    run a full AutoAttack on in a test."""
+    inputs = keras.Input(input_shape, name="images")
+    x, outputs = inputs, {}
+    for stage, filters, stride in zip(("conv2", "conv3", "conv4", "conv5"), (16, 32, 32, 64), (1, 2, 2, 2)):
+        x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", activation="relu", name=stage)(x)
+        outputs[stage] = x
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    outputs["logits"] = keras.layers.Dense(num_classes, name="logits")(pooled)
+    return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
+@pytest.fixture(scope="session")
+def robust_cnn(digits16):
+    """A small CNN trained with PGD-5 at eps 0.1 (PAT): robust enough that attacks have work left."""
+    from atalp_tf.attacks import PGDConfig
+    from atalp_tf.model import RobustClassifier
+
+    keras.utils.set_random_seed(0)
+    x, y, _, _ = digits16
+    model = RobustClassifier(tiny_cnn(10, (16, 16, 1)), method="pat", train_attack=PGDConfig(0.1, 0.025, 5), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(x, y, batch_size=64, epochs=15, verbose=0)
+    return model
