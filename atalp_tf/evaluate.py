@@ -13,6 +13,7 @@ friends name other data. Written to ``--out_dir`` (default ``MODEL_DIR/evaluatio
 Pixels are in [0, 1]: ``--eps=8/255`` and ``--eps=0.25`` (the paper's 64/256) both work.
 """
 
+import importlib
 import logging
 import os
 import sys
@@ -50,6 +51,16 @@ _ATTACKS = flags.DEFINE_list(
 _QUERIES = flags.DEFINE_integer("queries", 1000, "Queries of Square and RayS.", lower_bound=10)
 _NUM_TARGETS = flags.DEFINE_integer("num_targets", 9, "Target classes of APGD-T.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of every random start, target and query.")
+_IMPORT = flags.DEFINE_list(
+    "import", [],
+    "Python modules to import before loading the model, so that layer classes they register "
+    "(a preprocessing layer of your own, a defence under test) resolve.",
+)
+_BPDA = flags.DEFINE_list(
+    "bpda", [],
+    "Names of layers (input transformations that keep the input's shape, such as quantisation "
+    "or JPEG) that the gradient attacks differentiate as the identity: BPDA, Athalye et al. 2018.",
+)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default MODEL_DIR/evaluation).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an earlier evaluation in --out_dir.")
 
@@ -113,17 +124,26 @@ def _evaluate():
     from atalp_tf import robustness_checks
     from atalp_tf import robustness_report
     from atalp_tf import runs
+    from atalp_tf.export import check_classifier
     from atalp_tf.export import load_classifier
 
+    for module in _IMPORT.value:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(
+                f"--import={module}: {error}; the module must be importable from here (installed, "
+                "in the current directory or on PYTHONPATH)"
+            ) from None
     located = runs.locate(_MODEL.value, _CHECKPOINT.value)
     out_dir = _out_dir(located.run_dir)
     existing = [n for n in _OUTPUTS if os.path.exists(os.path.join(out_dir, n))]
     if existing and not _OVERWRITE.value:
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite or another --out_dir")
-    model = load_classifier(located.model_file)
+    model = robustness.straight_through(load_classifier(located.model_file), _BPDA.value)
     image_shape = tuple(getattr(model, "backbone", model).input_shape[1:])
     data_config, data, batches = _data(located, image_shape)
-    load_classifier(located.model_file, num_classes=data.num_classes, image_shape=data.image_shape)
+    check_classifier(model, located.model_file, num_classes=data.num_classes, image_shape=data.image_shape)
     source = source_file = None
     if _SOURCE.value:
         source_file = runs.locate(_SOURCE.value, _SOURCE_CHECKPOINT.value).model_file

@@ -11,9 +11,16 @@ image size or channel count is refused with an error that states the expected sh
 """
 
 import os
+import re
+import zipfile
 
 import keras
 import tensorflow as tf
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded, or not as the caller needs it; the message says why
+    and what to do."""
 
 
 def export_serving(model, directory, image_shape):
@@ -62,8 +69,9 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
     """Loads a ``.keras`` model in Keras' safe mode and checks it fits what the caller expects.
 
     Safe mode refuses files that would run code on loading (``Lambda`` layers, pickled
-    functions). Raises ``ValueError`` naming the file when its class count or input shape
-    differs from ``num_classes`` / ``image_shape``.
+    functions). Raises ``ModelFileError`` (a ``ValueError``) naming the file when it cannot be
+    loaded (not a .keras archive, an unregistered class, a Lambda layer) or when its class
+    count or input shape differs from ``num_classes`` / ``image_shape``.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model file at {path}")
@@ -72,19 +80,52 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
     from atalp_tf import model as _model  # noqa: F401
     from atalp_tf import preprocessing as _preprocessing  # noqa: F401
 
-    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path} is not a .keras model file (a zip archive written by model.save); it may be "
+            "truncated or of another format: give the .keras file that training wrote"
+        )
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(_load_problem(path, str(error))) from None
+    return check_classifier(model, path, num_classes=num_classes, image_shape=image_shape)
+
+
+def check_classifier(model, path, *, num_classes=None, image_shape=None):
+    """``model`` (loaded from ``path``) if it classifies ``num_classes`` classes of images of
+    ``image_shape`` (None: any); otherwise ``ModelFileError`` naming the file."""
     network = getattr(model, "backbone", model)  # RobustClassifier wraps a functional model
     outputs = network.output
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs
     classes = int(logits.shape[-1])
     shape = tuple(network.input_shape[1:])
     if num_classes is not None and classes != num_classes:
-        raise ValueError(
+        raise ModelFileError(
             f"{path} classifies {classes} classes, but {num_classes} are expected here; "
             "use a model trained on the same classes"
         )
     if image_shape is not None and shape != tuple(image_shape):
-        raise ValueError(
+        raise ModelFileError(
             f"{path} takes images of shape {shape}, but {tuple(image_shape)} are expected here"
         )
     return model
+
+
+def _load_problem(path, message):
+    """What went wrong when Keras refused ``path``, and what to do, in one paragraph."""
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", message)
+    if unknown:
+        return (
+            f"{path} uses {unknown.group(1)!r}, a class this package does not define (a layer of "
+            "your own, or a defence under test). Import the module that defines and registers it "
+            "(with @keras.saving.register_keras_serializable) before loading: on the command "
+            "line, --import=MODULE"
+        )
+    if "Lambda" in message or "safe_mode" in message:
+        return (
+            f"{path} holds a Lambda layer or a pickled function, which would run arbitrary code "
+            "on loading, so it is refused: rebuild the model with a registered layer class instead"
+        )
+    first = message.strip().splitlines()[0] if message.strip() else "no reason given"
+    return f"{path} could not be loaded as a Keras model ({first})"

@@ -48,12 +48,16 @@ class AttackSpec:
     Args:
         attack: one of ``ATTACKS``.
         eps: L-inf radius in [0, 1] pixel units.
-        steps: iterations (PGD, APGD, FAB), or queries (Square, RayS); 1 for FGSM; 100 for
-            AutoAttack, whose settings are fixed (``atalp_tf.autoattack``).
+        steps: iterations (PGD, APGD, FAB, AutoAttack's APGD and FAB), or queries (Square,
+            RayS); 1 for FGSM.
         restarts: independent runs; an example is robust only if all fail.
         step_size: PGD's step; None for ``2.5 * eps / steps`` (Madry et al.).
         transfer: made on the source model and given to the target (black-box).
         num_targets: target classes tried by APGD-T and FAB-T.
+        queries: AutoAttack's Square queries.
+
+    AutoAttack's standard settings are 100 iterations, 9 targets and 5,000 queries
+    (``atalp_tf.autoattack``); any other budget is named as reduced, never "autoattack".
     """
 
     attack: str
@@ -63,6 +67,7 @@ class AttackSpec:
     step_size: float | None = None
     transfer: bool = False
     num_targets: int = 9
+    queries: int = autoattack.QUERIES
 
     def __post_init__(self):
         if self.attack not in ATTACKS:
@@ -75,11 +80,15 @@ class AttackSpec:
                 f"restarts={self.restarts}"
             )
 
-        if self.attack == "autoattack" and (self.steps, self.restarts, self.transfer) != (autoattack.STEPS, 1, False):
+        if self.attack == "autoattack" and (self.restarts, self.transfer) != (1, False):
             raise ValueError(
-                "AutoAttack's settings are fixed (100 iterations, one run, on the model itself). "
-                f"Received: steps={self.steps}, restarts={self.restarts}, transfer={self.transfer}"
+                "AutoAttack runs once, on the model itself. "
+                f"Received: restarts={self.restarts}, transfer={self.transfer}"
             )
+
+    @property
+    def standard_autoattack(self):
+        return (self.steps, self.num_targets, self.queries) == autoattack.STANDARD
 
     @property
     def pgd_step_size(self):
@@ -91,8 +100,10 @@ class AttackSpec:
 
     @property
     def name(self):
-        if self.attack in ("fgsm", "autoattack"):
+        if self.attack == "fgsm" or (self.attack == "autoattack" and self.standard_autoattack):
             label = self.attack
+        elif self.attack == "autoattack":
+            label = f"autoattack-reduced-{self.steps}it-{self.num_targets}t-{self.queries}q"
         elif self.attack in GRADIENT_FREE_ATTACKS:
             label = f"{self.attack}-{self.steps}q"
         else:
@@ -105,6 +116,8 @@ class AttackSpec:
 
     def to_dict(self):
         values = dataclasses.asdict(self)
+        if self.attack != "autoattack":
+            del values["queries"]
         values.update(name=self.name, box=self.box, eps_255=self.eps * 255)
         if self.attack in ("pgd", "pgd_targeted"):
             values["step_size"] = self.pgd_step_size
@@ -122,11 +135,13 @@ def plan(
     num_targets=9,
     transfer=False,
     num_classes=None,
+    autoattack_budget=autoattack.STANDARD,
 ):
     """The attacks to run for each eps: FGSM; PGD at each iteration count; targeted PGD, APGD-CE,
     APGD-T and FAB-T at the largest count; Square and RayS with ``queries``; the standard
-    AutoAttack (its own fixed settings); and, with ``transfer``, FGSM and PGD at each count
-    again, made on the source model.
+    AutoAttack (``autoattack_budget``: iterations, targets, Square queries; the standard ones
+    unless a dry run reduces them); and, with ``transfer``, FGSM and PGD at each count again,
+    made on the source model.
 
     APGD-T is left out for fewer than 4 classes (its loss needs them).
     """
@@ -145,7 +160,8 @@ def plan(
             elif name == "fab_t":
                 specs.append(AttackSpec(name, eps, longest, 1, num_targets=num_targets))
             elif name == "autoattack":
-                specs.append(AttackSpec(name, eps, autoattack.STEPS))
+                steps, targets, aa_queries = autoattack_budget
+                specs.append(AttackSpec(name, eps, steps, num_targets=targets, queries=aa_queries))
             elif name in GRADIENT_FREE_ATTACKS:
                 specs.append(AttackSpec(name, eps, queries, 1))
         if transfer:
@@ -154,6 +170,45 @@ def plan(
                 AttackSpec("pgd", eps, s, restarts, step_size, transfer=True) for s in steps_values
             ]
     return specs
+
+
+def _find_layer(model, name):
+    for layer in getattr(model, "layers", ()):
+        if layer.name == name:
+            return layer
+        found = _find_layer(layer, name)
+        if found is not None:
+            return found
+    return None
+
+
+def straight_through(model, layer_names):
+    """Makes the gradient attacks differentiate ``layer_names`` as the identity (BPDA).
+
+    Athalye et al.'s Backward Pass Differentiable Approximation for input transformations
+    whose gradient is zero or useless (rounding, quantisation, JPEG): the forward pass is
+    unchanged, ``g(x)``, while the backward pass treats the layer as ``x``. Each named layer,
+    found anywhere in ``model`` (nested models included), must return its input's shape.
+    Changes ``model`` in place, for the evaluation that loaded it.
+    """
+    for name in layer_names:
+        layer = _find_layer(model, name)
+        if layer is None:
+            raise ValueError(f"BPDA: the model has no layer named {name!r}")
+        forward = layer.call
+
+        def call(inputs, *args, _forward=forward, _name=name, **kwargs):
+            outputs = _forward(inputs, *args, **kwargs)
+            if outputs.shape != inputs.shape:
+                raise ValueError(
+                    f"BPDA replaces layer {_name!r} by the identity in the backward pass, so it must "
+                    f"keep its input's shape; it maps {inputs.shape} to {outputs.shape}"
+                )
+            inputs = tf.cast(inputs, outputs.dtype)
+            return inputs + tf.stop_gradient(outputs - inputs)
+
+        layer.call = call
+    return model
 
 
 def logits_of(model):
@@ -174,7 +229,11 @@ class _AutoAttackRun:
     def __call__(self, images, labels, targets, restart):
         if self.attack is None:
             classes = int(self.logits_fn(images[:1]).shape[-1])
-            self.attack = autoattack.AutoAttack(self.logits_fn, self.spec.eps, num_classes=classes, seed=self.seed)
+            spec = self.spec
+            self.attack = autoattack.AutoAttack(
+                self.logits_fn, spec.eps, num_classes=classes, seed=self.seed,
+                steps=spec.steps, num_targets=spec.num_targets, queries=spec.queries,
+            )
         adversarial, breaker = self.attack(images, labels)
         self.breakers.append(breaker)
         return adversarial
