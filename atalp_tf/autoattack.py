@@ -8,8 +8,8 @@ so an example is robust only if all four fail on it:
 3. FAB-T: targeted FAB, 100 iterations toward each of 9 target classes;
 4. Square: 5,000 score queries.
 
-These settings are fixed: a run with fewer iterations, fewer targets or a missing attack is
-not "AutoAttack". With fewer classes than 10 the targets are all the other classes; APGD-T is
+These are the defaults and the only settings reported as "autoattack": a run with fewer
+iterations, targets or queries (the test suites' dry runs) is named as reduced. With fewer classes than 10 the targets are all the other classes; APGD-T is
 left out below 4 classes, where its loss is undefined (AutoAttack's own code needs them too).
 """
 
@@ -23,6 +23,7 @@ from atalp_tf import square
 STEPS = 100
 NUM_TARGETS = 9
 QUERIES = 5000
+STANDARD = (STEPS, NUM_TARGETS, QUERIES)
 COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
@@ -39,19 +40,22 @@ class AutoAttack:
     once and called on the still-robust examples only, as AutoAttack does.
     """
 
-    def __init__(self, logits_fn, eps, *, num_classes, seed=0, pixel_range=(0.0, 1.0)):
+    def __init__(
+        self, logits_fn, eps, *, num_classes, seed=0, steps=STEPS, num_targets=NUM_TARGETS,
+        queries=QUERIES, pixel_range=(0.0, 1.0),
+    ):
         self.logits_fn = logits_fn
         self.eps = eps
         self.names = components(num_classes)
-        targets = min(NUM_TARGETS, num_classes - 1)
+        targets = min(num_targets, num_classes - 1)
         kwargs = dict(eps=eps, pixel_range=pixel_range)
         runs = {
-            "apgd-ce": lambda x, y: apgd.apgd(logits_fn, x, y, steps=STEPS, seed=seed, **kwargs),
+            "apgd-ce": lambda x, y: apgd.apgd(logits_fn, x, y, steps=steps, seed=seed, **kwargs),
             "apgd-t": lambda x, y: apgd.apgd_targeted(
-                logits_fn, x, y, steps=STEPS, num_targets=targets, seed=seed + 1, **kwargs
+                logits_fn, x, y, steps=steps, num_targets=targets, seed=seed + 1, **kwargs
             ),
-            "fab-t": lambda x, y: fab.fab_targeted(logits_fn, x, y, steps=STEPS, num_targets=targets, **kwargs),
-            "square": lambda x, y: square.square(logits_fn, x, y, queries=QUERIES, seed=seed + 3, **kwargs),
+            "fab-t": lambda x, y: fab.fab_targeted(logits_fn, x, y, steps=steps, num_targets=targets, **kwargs),
+            "square": lambda x, y: square.square(logits_fn, x, y, queries=queries, seed=seed + 3, **kwargs),
         }
         self.attacks = [tf.function(runs[name], reduce_retracing=True) for name in self.names]
         self.predict = tf.function(

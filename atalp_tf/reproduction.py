@@ -50,6 +50,7 @@ def _plan(suite, transfer, num_classes):
     return robustness.plan(
         e.eps, e.steps, e.attacks, restarts=e.restarts, step_size=e.step_size, queries=e.queries,
         num_targets=e.num_targets, transfer=transfer, num_classes=num_classes,
+        autoattack_budget=e.autoattack_budget,
     )
 
 

@@ -50,7 +50,9 @@ def test_a_gpu_suite_runs_every_method_and_writes_its_table(name, folder, tmp_pa
     assert all(0.0 <= float(r["clean"]) <= 1.0 for r in rows)
     header = lines[2]
     if suite.table == "robustness":
-        assert "apgd_t-4" in header and "rays-20q" in header and "training hours" in header
+        # The dry run's AutoAttack has a reduced budget, and its column says so.
+        assert "autoattack-reduced-4it-2t-20q" in header and "rays-20q" in header
+        assert "training hours" in header
     else:
         assert "black-box eps=0.25" in header and "gray-box eps=0.5" in header
         assert os.path.isfile(tmp_path / "source" / "model.keras")
@@ -79,6 +81,11 @@ def test_every_suite_builds_its_configs_and_attack_plans(folder, tmp_path):
         specs = robustness.plan(e.eps, e.steps, e.attacks, step_size=e.step_size, queries=e.queries,
                                 transfer=suite.source is not None, num_classes=17)
         assert specs, name
+    table1 = suites.SUITES["table1"].evaluation
+    names = [s.name for s in robustness.plan(table1.eps, table1.steps, table1.attacks, queries=table1.queries,
+                                             autoattack_budget=table1.autoattack_budget)]
+    # Table 1's AA column is the standard AutoAttack, not a cut-down one.
+    assert names == ["fgsm eps=8/255", "pgd-20 eps=8/255", "autoattack eps=8/255", "rays-5000q eps=8/255"]
     table2 = suites.SUITES["table2-flowers17"]
     assert table2.train["architecture"] == "resnet101" and table2.source["architecture"] == "resnet152"
     assert table2.evaluation.step_size == 1 / 256 and max(table2.evaluation.steps) == 200
