@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -13,8 +14,8 @@ from atalp_tf import runs
 from conftest import REPO
 
 
-def _run(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def _run(*args, env=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "atalp_tf.evaluate", *args],
         cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
@@ -86,6 +87,12 @@ def test_a_run_writes_table_json_csv_and_figure_and_keeps_them(standard_model, s
     assert len(saved["checks"]) == 8 and isinstance(saved["warnings"], list)
     worst = {round(w["eps_255"]): w["accuracy"] for w in saved["worst_case"]}
     assert worst[8] <= min(a["accuracy"] for a in saved["attacks"] if round(a["eps_255"]) == 8)
+    # Per example: which attacks broke it; the worst case is the share that none broke.
+    examples = saved["examples"]
+    assert len(examples) == 40 and set(examples[0]["broken_by"]) == {"4/255", "8/255"}
+    assert np.mean([e["robust"]["8/255"] for e in examples]) == pytest.approx(worst[8])
+    assert all(not e["robust"]["8/255"] for e in examples if e["broken_by"]["8/255"])
+    assert any("transfer" in name for e in examples for name in e["broken_by"]["8/255"])
     with open(out / "evaluation.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["name"] == "clean" and len(rows) == 1 + len(names) + 2
@@ -96,3 +103,51 @@ def test_a_run_writes_table_json_csv_and_figure_and_keeps_them(standard_model, s
     again = _run(*args)
     assert again.returncode == 1 and "pass --overwrite" in again.stderr
     assert (out / "evaluation.json").read_text() == before
+
+
+_DEFENCE = """
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="user_defence")
+class Quantize(keras.layers.Layer):
+    \"\"\"Rounds pixels to 8 levels: its gradient is zero almost everywhere.\"\"\"
+
+    def call(self, x):
+        return tf.round(x * 7.0) / 7.0
+"""
+
+
+def test_a_model_with_a_user_layer_loads_with_import_and_bpda_sees_through_it(robust_cnn, tmp_path):
+    import keras
+
+    (tmp_path / "user_defence.py").write_text(_DEFENCE)
+    import importlib
+    import sys as _sys
+
+    _sys.path.insert(0, str(tmp_path))
+    try:
+        defence = importlib.import_module("user_defence")
+    finally:
+        _sys.path.remove(str(tmp_path))
+    inputs = keras.Input((16, 16, 1))
+    logits = robust_cnn.backbone(defence.Quantize(name="quantize")(inputs))["logits"]
+    keras.Model(inputs, logits).save(tmp_path / "defended.keras")
+    common = [f"--model={tmp_path / 'defended.keras'}", "--dataset=digits", "--image_size=16",
+              "--num_examples=60", "--eps=0.1", "--steps=10", "--attacks=pgd"]
+    env = {"PYTHONPATH": str(tmp_path)}
+    refused = _run(*common, f"--out_dir={tmp_path / 'a'}", env=env)
+    assert refused.returncode == 1 and "--import=MODULE" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    results = {}
+    for name, extra in (("masked", []), ("bpda", ["--bpda=quantize"])):
+        run = _run(*common, "--import=user_defence", *extra, f"--out_dir={tmp_path / name}", env=env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        with open(tmp_path / name / "evaluation.json") as f:
+            results[name] = json.load(f)
+    # Through the rounding, PGD's gradient is zero and it finds nothing; the checks say so.
+    assert "zero_gradients" in results["masked"]["warnings"]
+    assert "zero_gradients" not in results["bpda"]["warnings"]
+    masked, bpda = (results[n]["attacks"][0]["accuracy"] for n in ("masked", "bpda"))
+    assert bpda < masked - 0.1, (masked, bpda)
