@@ -21,6 +21,13 @@ _KERAS_RESNETS = {
 }
 
 
+def walk_layers(model):
+    """Every layer inside ``model``, nested models' layers included, depth first."""
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from walk_layers(layer)
+
+
 def _check_common(num_classes, input_shape):
     if int(num_classes) != num_classes or num_classes < 2:
         raise ValueError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes}")

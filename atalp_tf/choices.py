@@ -1,10 +1,21 @@
 """The names the library accepts, importable without TensorFlow so the CLIs can validate fast."""
 
 METHODS = ("standard", "pat", "alp", "at", "at_alp", "trades")
+# Methods that put a clean and an adversarial half through the training pass, and those of
+# them whose cross-entropy may take a clean share (TRADES has its own clean CE).
+PAIRED_METHODS = ("alp", "at", "at_alp", "trades")
+CLEAN_CE_METHODS = ("alp", "at", "at_alp")
 # How the train step makes its adversarial examples: k-step PGD, FGSM from a random start
 # (Wong et al. 2020) or free adversarial training's replayed batches (Shafahi et al. 2019).
 TRAIN_ATTACKS = ("pgd", "fgsm_rs", "free")
 OVERFIT_GUARDS = ("auto", "stop", "warn", "off")
+# How the clean and adversarial halves meet batch norm in training: as one batch of 2B
+# (Kannan et al.'s ALP), or as two batches with their own statistics (TRADES' reference);
+# auto picks each method's reference.
+BN_BATCHES = ("auto", "joint", "separate")
+# decoupled: Keras' optimizer weight decay (w -= lr * wd * w); l2: the PyTorch recipes' coupled
+# decay, an L2 term whose gradient wd * w goes through momentum with the loss's.
+WEIGHT_DECAY_TYPES = ("decoupled", "l2")
 ARCHITECTURES = ("resnet18", "resnet50", "resnet101", "resnet152")
 # Besides these, "tfds:NAME" names any TensorFlow Datasets image classification set.
 DATASETS = ("digits", "cifar10", "flowers17", "folder")

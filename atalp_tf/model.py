@@ -5,16 +5,33 @@
 =========  ==================================================================================
 standard   CE(f(x), y)
 pat        CE(f(x_adv), y)                                        Madry et al. PGD training
-alp        CE(f(x_adv), y) + alpha * LP(x, x_adv)                 adversarial logit pairing
-at         CE(f(x_adv), y) + beta * AT(x, x_adv)                  attention pairing alone
-at_alp     CE(f(x_adv), y) + alpha * LP(x, x_adv) + beta * AT     Li et al. 2022
+alp        CE_w + alpha * LP(x, x_adv)                            adversarial logit pairing
+at         CE_w + beta * AT(x, x_adv)                             attention pairing alone
+at_alp     CE_w + alpha * LP(x, x_adv) + beta * AT                Li et al. 2022
 trades     CE(f(x), y) + trades_beta * KL(f(x) || f(x_adv))       Zhang et al. 2019
 =========  ==================================================================================
 
-LP and AT are defined in ``atalp_tf.losses``. For the pairing methods and TRADES the clean and
-adversarial halves go through the network as one batch of 2B in training mode, as in Kannan et
-al.'s ALP, so batch norm sees one set of statistics per step. PAT trains on the adversarial
-batch alone, as Madry et al. do. The attack always runs with ``training=False``.
+``CE_w = (1 - w) CE(f(x_adv), y) + w CE(f(x), y)`` with ``w = clean_ce_weight``. The paper's
+Eq. 2 writes L_CE without saying on which examples; ``w = 0`` (the default) reads it as the
+adversarial examples' CE, and ``w = 0.5`` is Kannan et al.'s released ALP code, which trains
+on the mixed batch (half clean, half adversarial), so the ``alp`` baseline of the paper
+setups uses 0.5.
+
+LP and AT are defined in ``atalp_tf.losses``. The pairing methods and TRADES put the clean and
+adversarial halves through the network in training mode, in one of two ways
+(``bn_batches``):
+
+* ``joint``: one batch of 2B, so batch norm normalises both halves with shared statistics,
+  as in Kannan et al.'s ALP (the default of alp, at and at_alp);
+* ``separate``: two batches of B, each normalised with its own statistics, as TRADES'
+  reference runs them (its default). The moving statistics move once per step, by the average
+  of the two halves' updates, as far as a joint or a PAT step moves them.
+
+PAT trains on the adversarial batch alone, as Madry et al. do. The attack always runs with
+``training=False``. ``weight_decay`` (coupled L2) adds ``weight_decay / 2 * ||w||^2`` over
+every trainable weight to the loss, so ``weight_decay * w`` joins the gradient before
+momentum, as ``SGD(weight_decay=...)`` does in the PyTorch code of Madry et al. and TRADES;
+the optimizer's own ``weight_decay`` is decoupled (``atalp_tf.optimization``).
 
 ``attack`` chooses how the adversarial examples are made, at the same objective:
 
@@ -41,11 +58,20 @@ import tensorflow as tf
 from atalp_tf import attacks
 from atalp_tf import losses
 from atalp_tf.backbones import STAGES
+from atalp_tf.backbones import walk_layers
+from atalp_tf.choices import BN_BATCHES
+from atalp_tf.choices import CLEAN_CE_METHODS
 from atalp_tf.choices import METHODS
+from atalp_tf.choices import PAIRED_METHODS
 from atalp_tf.choices import TRAIN_ATTACKS
-
-_PAIRED = ("alp", "at", "at_alp", "trades")
 _FGSM_STEP_WARNING = "FGSM training with a step"
+
+
+def resolve_bn_batches(method, bn_batches):
+    """``bn_batches`` with ``auto`` replaced by the method's reference: separate for TRADES."""
+    if bn_batches != "auto":
+        return bn_batches
+    return "separate" if method == "trades" else "joint"
 
 
 def _attack_config(value, name):
@@ -75,6 +101,9 @@ class RobustClassifier(keras.Model):
         seed: seed of the attacks' random starts.
         attack: one of ``TRAIN_ATTACKS``: how ``train_step`` makes its adversarial examples.
         free_replays: how often ``attack="free"`` replays each batch.
+        clean_ce_weight: share ``w`` of clean cross-entropy in ``alp``, ``at`` and ``at_alp``.
+        bn_batches: ``joint``, ``separate`` or ``auto`` (the method's reference).
+        weight_decay: coefficient of the coupled L2 decay (0: none).
     """
 
     def __init__(
@@ -89,6 +118,9 @@ class RobustClassifier(keras.Model):
         seed=None,
         attack="pgd",
         free_replays=4,
+        clean_ce_weight=0.0,
+        bn_batches="auto",
+        weight_decay=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -105,6 +137,22 @@ class RobustClassifier(keras.Model):
             raise ValueError(f"`attack` must be one of {TRAIN_ATTACKS}. Received: attack={attack!r}")
         if method == "standard" and attack != "pgd":
             raise ValueError(f"method='standard' trains without attacks, so attack={attack!r} would do nothing")
+        if not 0 <= clean_ce_weight <= 1:
+            raise ValueError(f"`clean_ce_weight` must be in [0, 1]. Received: clean_ce_weight={clean_ce_weight}")
+        if clean_ce_weight and method not in CLEAN_CE_METHODS:
+            raise ValueError(
+                f"`clean_ce_weight` mixes clean cross-entropy into {CLEAN_CE_METHODS}; method={method!r} "
+                f"has its own. Received: clean_ce_weight={clean_ce_weight}"
+            )
+        if bn_batches not in BN_BATCHES:
+            raise ValueError(f"`bn_batches` must be one of {BN_BATCHES}. Received: bn_batches={bn_batches!r}")
+        if bn_batches == "separate" and method not in PAIRED_METHODS:
+            raise ValueError(
+                f"`bn_batches` applies to the methods with clean and adversarial halves {PAIRED_METHODS}; "
+                f"method={method!r} has one batch. Received: bn_batches={bn_batches!r}"
+            )
+        if weight_decay < 0:
+            raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         if int(free_replays) != free_replays or free_replays < 1:
             raise ValueError(f"`free_replays` must be a positive integer. Received: free_replays={free_replays}")
         if attack == "fgsm_rs" and train_attack.step_size > 1.25 * train_attack.eps * (1 + 1e-6):
@@ -137,6 +185,9 @@ class RobustClassifier(keras.Model):
         self.seed = seed
         self.attack = attack
         self.free_replays = int(free_replays)
+        self.clean_ce_weight = float(clean_ce_weight)
+        self.bn_batches = resolve_bn_batches(method, bn_batches)
+        self.weight_decay = float(weight_decay)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._trackers = {
             name: keras.metrics.Mean(name=name)
@@ -200,10 +251,7 @@ class RobustClassifier(keras.Model):
             ce = attacks.cross_entropy(labels, logits)
             return {"loss": ce, "ce": ce}, {"adv": logits}
 
-        outputs = self.backbone(tf.concat([images, adv_images], axis=0), training=training)
-        clean, adv = {}, {}
-        for key, value in outputs.items():
-            clean[key], adv[key] = tf.split(value, 2, axis=0)
+        clean, adv = self._halves(images, adv_images, training)
         if self.method == "trades":
             ce = attacks.cross_entropy(labels, clean["logits"])
             kl = losses.trades_kl(clean["logits"], adv["logits"])
@@ -211,6 +259,9 @@ class RobustClassifier(keras.Model):
             return terms, {"clean": clean["logits"], "adv": adv["logits"]}
 
         ce = attacks.cross_entropy(labels, adv["logits"])
+        if self.clean_ce_weight:
+            w = self.clean_ce_weight
+            ce = (1 - w) * ce + w * attacks.cross_entropy(labels, clean["logits"])
         terms = {"ce": ce}
         total = ce
         if self.method in ("alp", "at_alp"):
@@ -223,6 +274,36 @@ class RobustClassifier(keras.Model):
             total += self.beta * terms["attention_pairing"]
         terms["loss"] = total
         return terms, {"clean": clean["logits"], "adv": adv["logits"]}
+
+    def _halves(self, images, adv_images, training):
+        """The backbone's outputs (dicts) for the clean and the adversarial half."""
+        if self.bn_batches == "separate" and training:
+            return self._separate_halves(images, adv_images)
+        outputs = self.backbone(tf.concat([images, adv_images], axis=0), training=training)
+        clean, adv = {}, {}
+        for key, value in outputs.items():
+            clean[key], adv[key] = tf.split(value, 2, axis=0)
+        return clean, adv
+
+    def _separate_halves(self, images, adv_images):
+        # Two passes in training mode, each normalised with its own batch statistics. Each
+        # pass would also move the moving statistics; both start from the same values and
+        # the step keeps the average of the two updates, so they move once per step.
+        moving = [
+            variable
+            for layer in walk_layers(self.backbone)
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for variable in (layer.moving_mean, layer.moving_variance)
+        ]
+        before = [tf.identity(v.value) for v in moving]
+        clean = self.backbone(images, training=True)
+        after_clean = [tf.identity(v.value) for v in moving]
+        for variable, value in zip(moving, before):
+            variable.assign(value)
+        adv = self.backbone(adv_images, training=True)
+        for variable, value in zip(moving, after_clean):
+            variable.assign((variable.value + value) / 2.0)
+        return clean, adv
 
     def _update_metrics(self, terms, labels, logits):
         for name, values in terms.items():
@@ -255,8 +336,13 @@ class RobustClassifier(keras.Model):
             # Divide by the *global* batch: under tf.distribute the replicas' gradients are
             # summed, so this is the mean over all examples on any number of devices.
             loss = tf.nn.compute_average_loss(terms["loss"])
-            if self.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+            regularization = list(self.losses)
+            if self.weight_decay:
+                squares = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+                regularization.append(0.5 * self.weight_decay * squares)
+            if regularization:
+                # Every replica adds it; scaled so that their sum counts it once.
+                loss += tf.nn.scale_regularization_loss(tf.add_n(regularization))
             # Without scale_loss a mixed_float16 run updates the weights 32768x too little.
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables + ([adv_images] if input_gradient else []))
@@ -317,6 +403,9 @@ class RobustClassifier(keras.Model):
                 "seed": self.seed,
                 "attack": self.attack,
                 "free_replays": self.free_replays,
+                "clean_ce_weight": self.clean_ce_weight,
+                "bn_batches": self.bn_batches,
+                "weight_decay": self.weight_decay,
             }
         )
         return config
@@ -325,6 +414,8 @@ class RobustClassifier(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        # Files from before bn_batches existed trained their halves as one batch.
+        config.setdefault("bn_batches", "joint")
         # The step-size warning was given when the model was first built; a load is not a
         # new choice of step, and repeating it at every load only buries it.
         with warnings.catch_warnings():

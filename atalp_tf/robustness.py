@@ -28,6 +28,7 @@ from atalp_tf import autoattack
 from atalp_tf import fab
 from atalp_tf import rays
 from atalp_tf import square
+from atalp_tf.backbones import walk_layers
 from atalp_tf.choices import ATTACKS
 from atalp_tf.choices import DEFAULT_ATTACKS
 
@@ -172,16 +173,6 @@ def plan(
     return specs
 
 
-def _find_layer(model, name):
-    for layer in getattr(model, "layers", ()):
-        if layer.name == name:
-            return layer
-        found = _find_layer(layer, name)
-        if found is not None:
-            return found
-    return None
-
-
 def straight_through(model, layer_names):
     """Makes the gradient attacks differentiate ``layer_names`` as the identity (BPDA).
 
@@ -192,7 +183,7 @@ def straight_through(model, layer_names):
     Changes ``model`` in place, for the evaluation that loaded it.
     """
     for name in layer_names:
-        layer = _find_layer(model, name)
+        layer = next((layer for layer in walk_layers(model) if layer.name == name), None)
         if layer is None:
             raise ValueError(f"BPDA: the model has no layer named {name!r}")
         forward = layer.call

@@ -150,3 +150,72 @@ def test_mixed_float16_step_scales_the_loss_and_keeps_attack_gradients(digits16)
     x_adv = tf.function(model.adversarial_examples)(x, y, ATTACK).numpy()
     moved_examples = np.abs(x_adv - x).reshape(len(x), -1).max(1) > 0
     assert moved_examples.all(), f"{(~moved_examples).sum()} examples got a zero attack gradient"
+
+
+def test_clean_ce_weight_mixes_clean_and_adversarial_cross_entropy_as_kannan(digits16):
+    model = _classifier("alp", alpha=0.7, clean_ce_weight=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = _batch(digits16)
+    start = model.get_weights()
+    # By hand: the same (deterministic) attack, both halves through the network as one batch
+    # (which moves batch norm's statistics, so the step starts again from `start`).
+    adv = tf.function(model.adversarial_examples)(x, y, ATTACK)
+    logits = model.backbone(tf.concat([x, adv], axis=0), training=True)["logits"]
+    model.set_weights(start)
+    clean, attacked = np.split(logits.numpy(), 2)
+    ce = lambda z: keras.losses.sparse_categorical_crossentropy(y, z, from_logits=True).numpy()  # noqa: E731
+    pairing = np.mean((clean - attacked) ** 2, axis=-1)
+    expected = np.mean(0.5 * ce(clean) + 0.5 * ce(attacked) + 0.7 * pairing)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+    # And it differs from the adversarial-only reading by the clean half's share.
+    assert abs(expected - np.mean(ce(attacked) + 0.7 * pairing)) > 1e-3
+    with pytest.raises(ValueError, match="clean_ce_weight"):
+        _classifier("pat", clean_ce_weight=0.5)
+
+
+def _moving_means(model):
+    return [v.numpy().copy() for v in model.non_trainable_variables if v.path.endswith("moving_mean")]
+
+
+def test_separate_batch_norm_normalises_each_half_alone_and_averages_their_updates(digits16):
+    model = _classifier("at_alp", bn_batches="separate")
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = _batch(digits16)
+    adv = tf.function(model.adversarial_examples)(x, y, ATTACK)
+    start = model.get_weights()
+    updates = {}
+    for name, batch in (("clean", x), ("adv", adv), ("joint", tf.concat([x, adv], axis=0))):
+        model.set_weights(start)
+        model.backbone(batch, training=True)
+        updates[name] = _moving_means(model)
+    model.set_weights(start)
+    model.train_on_batch(x, y)
+    after = _moving_means(model)
+    for got, clean, attacked in zip(after, updates["clean"], updates["adv"]):
+        np.testing.assert_allclose(got, (clean + attacked) / 2, rtol=1e-5, atol=1e-6)
+    # Past the first layer, normalising the halves apart changes what later layers see: the
+    # statistics of the concatenation differ.
+    assert not np.allclose(after[-1], updates["joint"][-1], atol=1e-5)
+    assert _classifier("trades").bn_batches == "separate" and _classifier("alp").bn_batches == "joint"
+
+
+def test_coupled_weight_decay_goes_through_momentum_like_pytorch_sgd(digits16):
+    lr, momentum, decay = 0.05, 0.9, 5e-3
+    model = _classifier("standard", weight_decay=decay)
+    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum))
+    x, y = _batch(digits16)
+    weights = [w.numpy().copy() for w in model.trainable_weights]
+    velocity = [np.zeros_like(w) for w in weights]
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            logits = model.backbone(x, training=True)["logits"]
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        grads = [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
+        for i, (w, g) in enumerate(zip(weights, grads)):
+            # PyTorch: v = mu v + (g + wd w); w -= lr v.
+            velocity[i] = momentum * velocity[i] + g + decay * w
+            weights[i] = w - lr * velocity[i]
+        model.train_on_batch(x, y)
+        for expected, got in zip(weights, model.trainable_weights):
+            np.testing.assert_allclose(got.numpy(), expected, rtol=2e-4, atol=2e-6)
