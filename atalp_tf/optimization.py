@@ -37,7 +37,9 @@ def build_optimizer(name, learning_rate, *, weight_decay=0.0, momentum=0.9):
 
     Keras applies weight decay as ``w -= lr * weight_decay * w`` each step (decoupled, as in
     AdamW), not as an L2 term in the loss. Batch-norm scales and offsets and biases are left
-    undecayed.
+    undecayed. The PyTorch recipes' coupled L2 decay is a loss term instead
+    (``RobustClassifier(weight_decay=...)``): with momentum 0.9 the same number decays about
+    ten times more there, since its gradient accumulates in the momentum.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}. Received: optimizer={name!r}")

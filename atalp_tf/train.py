@@ -83,6 +83,18 @@ _METHOD = flags.DEFINE_enum("method", "at_alp", choices.METHODS, "Training objec
 _ALPHA = flags.DEFINE_float("alpha", 0.5, "Weight of logit pairing.", lower_bound=0.0)
 _BETA = flags.DEFINE_float("beta", 1.0, "Weight of attention pairing.", lower_bound=0.0)
 _TRADES_BETA = flags.DEFINE_float("trades_beta", 6.0, "Weight of TRADES' KL.", lower_bound=0.0)
+_CLEAN_CE_WEIGHT = flags.DEFINE_float(
+    "clean_ce_weight", 0.0,
+    "alp, at, at_alp: share of clean cross-entropy, (1 - w) CE(x_adv) + w CE(x); 0.5 is Kannan "
+    "et al.'s mixed batch, 0 the adversarial CE alone.",
+    lower_bound=0.0, upper_bound=1.0,
+)
+_BN_BATCHES = flags.DEFINE_enum(
+    "bn_batches", "auto", choices.BN_BATCHES,
+    "Pairing methods and trades: batch norm on one 2B batch of clean and adversarial examples "
+    "(joint, Kannan et al.'s ALP) or on each half alone (separate, TRADES' reference); auto: "
+    "separate for trades, joint otherwise.",
+)
 
 _EPS = DEFINE_pixel_value("eps", "8/255", "Training perturbation size (L-inf or L2).")
 _STEP_SIZE = DEFINE_pixel_value(
@@ -120,8 +132,13 @@ _BATCH_SIZE = flags.DEFINE_integer(
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "sgd", ("sgd", "adamw"), "Optimizer.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate.", lower_bound=0.0)
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
-_WEIGHT_DECAY = flags.DEFINE_float(
-    "weight_decay", 5e-4, "Decoupled weight decay (w -= lr * wd * w).", lower_bound=0.0
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "Weight decay (see --weight_decay_type).", lower_bound=0.0)
+_WEIGHT_DECAY_TYPE = flags.DEFINE_enum(
+    "weight_decay_type", "decoupled", choices.WEIGHT_DECAY_TYPES,
+    "l2: an L2 term whose gradient wd * w goes through momentum with the loss's, on every "
+    "weight (PyTorch's SGD weight_decay, as in the Madry and TRADES recipes); decoupled: "
+    "w -= lr * wd * w each step, sparing batch norm and biases (Keras' optimizer weight_decay; "
+    "with momentum 0.9 about 10x weaker than l2 at the same number).",
 )
 _SCHEDULE = flags.DEFINE_enum(
     "schedule", "cosine", ("cosine", "step", "constant"), "Learning-rate schedule."
@@ -221,6 +238,20 @@ def _check_step_schedule(values):
 
 
 @flags.multi_flags_validator(
+    ["clean_ce_weight", "method"], f"--clean_ce_weight applies to --method={', '.join(choices.CLEAN_CE_METHODS)}"
+)
+def _check_clean_ce(values):
+    return not values["clean_ce_weight"] or values["method"] in choices.CLEAN_CE_METHODS
+
+
+@flags.multi_flags_validator(
+    ["bn_batches", "method"], f"--bn_batches=separate applies to --method={', '.join(choices.PAIRED_METHODS)}"
+)
+def _check_bn_batches(values):
+    return values["bn_batches"] != "separate" or values["method"] in choices.PAIRED_METHODS
+
+
+@flags.multi_flags_validator(
     ["attack", "method"], "--attack=fgsm_rs or free needs an adversarial --method (not standard)"
 )
 def _check_attack_method(values):
@@ -294,6 +325,9 @@ def _config_from_flags():
         learning_rate=_LEARNING_RATE.value,
         momentum=_MOMENTUM.value,
         weight_decay=_WEIGHT_DECAY.value,
+        weight_decay_type=_WEIGHT_DECAY_TYPE.value,
+        clean_ce_weight=_CLEAN_CE_WEIGHT.value,
+        bn_batches=_BN_BATCHES.value,
         schedule=_SCHEDULE.value,
         lr_boundaries=tuple(int(b) for b in _LR_BOUNDARIES.value),
         lr_decay=_LR_DECAY.value,

@@ -35,7 +35,10 @@ from atalp_tf import optimization
 from atalp_tf.attacks import PGDConfig
 from atalp_tf.export import export_serving
 from atalp_tf.model import RobustClassifier
+from atalp_tf.model import resolve_bn_batches
 
+# What runs made before a setting existed did, where that differs from the setting's default.
+_LEGACY = {"bn_batches": "joint"}
 # Settings that may change between a run and its resumption: how it runs, not what it learns.
 _RESUMABLE_CHANGES = ("overwrite", "verbose", "strategy", "tpu", "checkpoint_steps", "jit_compile", "export")
 
@@ -57,6 +60,8 @@ class TrainConfig:
     train_attack: PGDConfig | None = None
     attack: str = "pgd"  # how training makes adversarial examples: choices.TRAIN_ATTACKS
     free_replays: int = 4
+    clean_ce_weight: float = 0.0  # share of clean CE in alp, at and at_alp (Kannan et al.: 0.5)
+    bn_batches: str = "auto"  # choices.BN_BATCHES; auto: separate for trades, joint otherwise
     overfit_guard: str = "auto"  # "auto": "stop" for fgsm_rs and free, "off" for pgd
     eval_attack: PGDConfig | None = None
     epochs: int = 10
@@ -64,6 +69,7 @@ class TrainConfig:
     learning_rate: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    weight_decay_type: str = "decoupled"  # choices.WEIGHT_DECAY_TYPES; the PyTorch recipes': l2
     schedule: str = "cosine"
     lr_boundaries: tuple = ()
     lr_decay: float = 0.1
@@ -151,6 +157,9 @@ def build_model(config, num_classes, image_shape):
         seed=config.seed,
         attack=config.attack,
         free_replays=config.free_replays,
+        clean_ce_weight=config.clean_ce_weight,
+        bn_batches=config.bn_batches,
+        weight_decay=config.weight_decay if config.weight_decay_type == "l2" else 0.0,
     )
 
 
@@ -201,11 +210,14 @@ def prepare_model_dir(config):
         )
     with open(saved_path) as f:
         saved = {k: v for k, v in json.load(f).items() if k not in _RESUMABLE_CHANGES}
-    # A run from an older version lacks the settings added since; it ran with their defaults.
+    # A run from an older version lacks the settings added since; it ran with their defaults,
+    # or with what the package did before the setting existed (_LEGACY).
     for field in dataclasses.fields(TrainConfig):
         if field.name not in saved and field.name not in _RESUMABLE_CHANGES and field.default is not dataclasses.MISSING:
-            saved[field.name] = field.default
+            saved[field.name] = _LEGACY.get(field.name, field.default)
     current = _identity(config)
+    for values in (saved, current):  # "auto" is compared as what it means for the method
+        values["bn_batches"] = resolve_bn_batches(values["method"], values["bn_batches"])
     differences = [
         f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now"
         for key in sorted(set(saved) | set(current))
@@ -345,7 +357,7 @@ def run(config):
             optimizer=optimization.build_optimizer(
                 config.optimizer,
                 schedule,
-                weight_decay=config.weight_decay,
+                weight_decay=config.weight_decay if config.weight_decay_type == "decoupled" else 0.0,
                 momentum=config.momentum,
             ),
             jit_compile=config.jit_compile,
