@@ -4,7 +4,9 @@
 model), each with its ``evaluation/``, plus:
 
 * ``settings.json``: the suite exactly as run (data, training and attack settings, seeds);
-* ``table.md`` and ``table.csv``: the table in the paper's shape;
+* ``table.md`` and ``table.csv``: the table in the paper's shape, for the last epoch's model
+  and for the best validation epoch's (each model_dir's ``evaluation/`` and
+  ``evaluation_best/``);
 * ``timing.json``: training hours per model (summed over the sessions of a resumed run);
 * ``accuracy_vs_iterations.png`` for transfer tables, with matplotlib (the paper's Figure 3).
 
@@ -23,6 +25,7 @@ from atalp_tf import plots
 from atalp_tf import robustness
 from atalp_tf import robustness_checks
 from atalp_tf import robustness_report
+from atalp_tf import runs
 from atalp_tf import training
 from atalp_tf.export import load_classifier
 
@@ -38,7 +41,7 @@ def train_config(suite, name, out_dir, data_overrides=None):
     if name == "source":
         values.update(suite.source)
     else:
-        values["method"] = name
+        values.update(suite.method_settings.get(name, {}), method=name)
     data = datasets.DataConfig(**dict(suite.data, **(data_overrides or {})))
     # The tables need model.keras only; a SavedModel per model would cost minutes at ResNet-101
     # size (atalp_tf.export.export_serving makes one later from the loaded model.keras).
@@ -66,32 +69,39 @@ def _train(config, timing, name, log):
         timing[name] = timing.get(name, 0.0) + (time.time() - started) / 3600
 
 
-def _evaluate(suite, config, source_file, log):
-    out = os.path.join(config.model_dir, "evaluation")
+# Where each checkpoint's evaluation goes in its model_dir: the last epoch's (model.keras) and
+# the best validation epoch's (checkpoints/best.keras; Rice et al.: robust overfitting can put
+# several points between them).
+EVALUATIONS = {"last": "evaluation", "best": "evaluation_best"}
+
+
+def _evaluate(suite, config, source_file, log, checkpoint="last"):
+    out = os.path.join(config.model_dir, EVALUATIONS[checkpoint])
     path = os.path.join(out, "evaluation.json")
+    name = f"{config.method}, {checkpoint} epoch"
     if os.path.isfile(path):
-        log(f"[{config.method}] evaluated already: {path}")
+        log(f"[{name}] evaluated already: {path}")
         with open(path) as f:
             return json.load(f)
     data = datasets.load(dataclasses.replace(config.data, batch_size=suite.evaluation.batch_size),
                          workdir=config.model_dir)
-    model = load_classifier(os.path.join(config.model_dir, "model.keras"),
-                            num_classes=data.num_classes, image_shape=data.image_shape)
+    model_file = runs.locate(config.model_dir, "final" if checkpoint == "last" else checkpoint).model_file
+    model = load_classifier(model_file, num_classes=data.num_classes, image_shape=data.image_shape)
     source = load_classifier(source_file) if source_file else None
     specs = _plan(suite, source is not None, data.num_classes)
     batches = data.test.unbatch().take(suite.evaluation.num_examples).batch(suite.evaluation.batch_size)
-    log(f"[{config.method}] evaluating {len(specs)} attacks")
+    log(f"[{name}] evaluating {len(specs)} attacks")
     report = robustness.evaluate(
         robustness.logits_of(model), batches, specs,
         source=robustness.logits_of(source) if source is not None else None,
         seed=config.seed, num_classes=data.num_classes,
     )
     checks = robustness_checks.run_checks(report)
-    for line in robustness_report.table(report, checks, f"{suite.name} / {config.method}"):
+    for line in robustness_report.table(report, checks, f"{suite.name} / {name}"):
         log(line)
     os.makedirs(out, exist_ok=True)
     robustness_report.write_csv(os.path.join(out, "evaluation.csv"), report)
-    values = robustness_report.to_json(report, checks, model=config.model_dir, source_model=source_file)
+    values = robustness_report.to_json(report, checks, model=model_file, source_model=source_file)
     with open(path, "w") as f:
         json.dump(values, f, indent=2)
     return values
@@ -115,32 +125,48 @@ def _columns(suite, evaluation):
     return columns
 
 
+_SECTION_TITLES = {
+    "last": "Last epoch (model.keras)",
+    "best": "Best epoch (checkpoints/best.keras, by validation PGD accuracy)",
+}
+
+
 def write_table(suite, out_dir, rows, timing):
-    """``table.md`` and ``table.csv`` from ``{method: evaluation json}``."""
-    columns = {m: _columns(suite, e) for m, e in rows.items()}
-    if suite.table == "robustness":
-        for method in columns:
-            columns[method]["training hours"] = timing.get(method, float("nan"))
-    n = next(iter(rows.values()))["num_examples"]
-    return _write(suite, out_dir, columns, f"{n} test examples per method; settings and seeds in settings.json.")
+    """``table.md`` and ``table.csv`` from ``{checkpoint: {method: evaluation json}}``: one
+    table per checkpoint, the last epoch's first."""
+    sections = {}
+    for checkpoint, evaluations in rows.items():
+        columns = {m: _columns(suite, e) for m, e in evaluations.items()}
+        if suite.table == "robustness":
+            for method in columns:
+                columns[method]["training hours"] = timing.get(method, float("nan"))
+        sections[checkpoint] = columns
+    n = next(iter(rows["last"].values()))["num_examples"]
+    return _write(suite, out_dir, sections, f"{n} test examples per method; settings and seeds in settings.json.")
 
 
-def _write(suite, out_dir, columns, footer):
-    header = list(next(iter(columns.values())))
-    lines = [f"# {suite.description}", "", "| method | " + " | ".join(header) + " |",
-             "| --- " * (len(header) + 1) + "|"]
-    for method, values in columns.items():
-        cells = [f"{values.get(h, float('nan')):.4f}" if h != "training hours" else f"{values[h]:.2f}" for h in header]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+def _write(suite, out_dir, sections, footer):
+    """``sections``: ``{checkpoint: {method: {column: value}}}``."""
+    header = list(next(iter(next(iter(sections.values())).values())))
+    lines = [f"# {suite.description}"]
+    for checkpoint, columns in sections.items():
+        if len(sections) > 1:
+            lines += ["", f"## {_SECTION_TITLES[checkpoint]}"]
+        lines += ["", "| method | " + " | ".join(header) + " |", "| --- " * (len(header) + 1) + "|"]
+        for method, values in columns.items():
+            cells = [f"{values.get(h, float('nan')):.4f}" if h != "training hours" else f"{values[h]:.2f}" for h in header]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", footer]
     if suite.notes:
         lines += ["", suite.notes]
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "table.csv"), "w") as f:
-        f.write("method," + ",".join(header) + "\n")
-        for method, values in columns.items():
-            f.write(method + "," + ",".join(f"{values.get(h, float('nan')):.6g}" for h in header) + "\n")
+        f.write("method,checkpoint," + ",".join(header) + "\n")
+        for checkpoint, columns in sections.items():
+            for method, values in columns.items():
+                cells = ",".join(f"{values.get(h, float('nan')):.6g}" for h in header)
+                f.write(f"{method},{checkpoint},{cells}\n")
     return lines
 
 
@@ -233,7 +259,7 @@ def write_parts_table(suite, out_dir, rows):
     first = next(iter(rows.values()))
     footer = (f"{first['images']} images with masks; the masks cover {first['mask_area']:.1%} of them on "
               "average (the share an attention map blind to the parts would get).")
-    return _write(suite, out_dir, columns, footer)
+    return _write(suite, out_dir, {"last": columns}, footer)
 
 
 def run_suite(suite, out_dir, *, data_overrides=None, log=print, mask_dir=None, models_from=None):
@@ -278,10 +304,13 @@ def run_suite(suite, out_dir, *, data_overrides=None, log=print, mask_dir=None, 
         rows = {m: _parts_row(suite, configs[m], pairs, out_dir, log) for m in suite.methods}
         return write_parts_table(suite, out_dir, rows)
     source_file = os.path.join(configs["source"].model_dir, "model.keras") if suite.source else None
-    rows = {m: _evaluate(suite, configs[m], source_file, log) for m in suite.methods}
+    rows = {
+        checkpoint: {m: _evaluate(suite, configs[m], source_file, log, checkpoint) for m in suite.methods}
+        for checkpoint in EVALUATIONS
+    }
     lines = write_table(suite, out_dir, rows, timing)
     if suite.table == "transfer":
-        problem = _figure(out_dir, rows)
+        problem = _figure(out_dir, rows["last"])
         if problem:
             log(f"No figure: {problem}")
     return lines

@@ -46,9 +46,13 @@ def test_a_gpu_suite_runs_every_method_and_writes_its_table(name, folder, tmp_pa
     lines = reproduction.run_suite(suite, str(tmp_path), log=logged.append)
     with open(tmp_path / "table.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == list(suite.methods)
+    # The last and the best epoch's models, each evaluated.
+    assert [(r["method"], r["checkpoint"]) for r in rows] == [
+        (m, c) for c in ("last", "best") for m in suite.methods
+    ]
     assert all(0.0 <= float(r["clean"]) <= 1.0 for r in rows)
-    header = lines[2]
+    assert any(line.startswith("## Best epoch") for line in lines)
+    header = next(line for line in lines if line.startswith("| method"))
     if suite.table == "robustness":
         # The dry run's AutoAttack has a reduced budget, and its column says so.
         assert "autoattack-reduced-4it-2t-20q" in header and "rays-20q" in header
@@ -62,7 +66,7 @@ def test_a_gpu_suite_runs_every_method_and_writes_its_table(name, folder, tmp_pa
     logged.clear()
     reproduction.run_suite(suite, str(tmp_path), log=logged.append)
     assert sum("trained already" in m for m in logged) == len(suite.methods) + bool(suite.source)
-    assert sum("evaluated already" in m for m in logged) == len(suite.methods)
+    assert sum("evaluated already" in m for m in logged) == 2 * len(suite.methods)
     assert not any("training in" in m for m in logged)
 
 
