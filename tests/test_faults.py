@@ -242,3 +242,27 @@ def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_
     assert training.prepare_model_dir(config) is True
     with pytest.raises(training.ModelDirInUse, match="attack: 'pgd' then, 'free' now"):
         training.prepare_model_dir(dataclasses.replace(config, attack="free"))
+
+
+@pytest.mark.parametrize("method, resumes", [("at_alp", True), ("trades", False)])
+def test_a_run_from_before_bn_batches_resumes_only_if_its_batches_are_unchanged(tmp_path, method, resumes):
+    from atalp_tf import training
+    from atalp_tf.attacks import PGDConfig
+    from atalp_tf.datasets import DataConfig
+
+    config = training.TrainConfig(
+        model_dir=str(tmp_path), data=DataConfig(name="digits", batch_size=64), method=method,
+        train_attack=PGDConfig(0.1, 0.025, 2),
+    )
+    older = training._jsonable(config)
+    for added in ("bn_batches", "clean_ce_weight", "weight_decay_type"):
+        del older[added]
+    (tmp_path / "run_config.json").write_text(json.dumps(older))
+    (tmp_path / "resume").mkdir()
+    # Such runs put both halves through batch norm as one batch: "auto" now means the same
+    # for at_alp, but separate batches for trades, which must not slip in mid-run.
+    if resumes:
+        assert training.prepare_model_dir(config) is True
+    else:
+        with pytest.raises(training.ModelDirInUse, match="bn_batches: 'joint' then, 'separate' now"):
+            training.prepare_model_dir(config)
