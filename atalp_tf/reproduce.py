@@ -10,16 +10,15 @@ part masks: ``--models_from=runs/reproduce/table2-flowers17 --mask_dir=DIR``) an
 """
 
 import os
-import sys
 import time
 
 from absl import app
 from absl import flags
-from absl import logging
 
-_SUITE_NAMES = ("table1", "table2-flowers17", "table2-imagenet4", "table2-dogs-vs-cats", "table3", "cpu-flowers")
+from atalp_tf import choices
+from atalp_tf import cli
 
-_SUITE = flags.DEFINE_enum("suite", None, _SUITE_NAMES, "The table to reproduce.", required=True)
+_SUITE = flags.DEFINE_enum("suite", None, choices.SUITE_NAMES, "The table to reproduce.", required=True)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the runs and the table go (default runs/reproduce/SUITE).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the suite's dataset lives (flowers17, folder, tfds).")
 _WEIGHTS = flags.DEFINE_string("weights", None, "For table2: ImageNet weights file instead of the download.")
@@ -47,18 +46,13 @@ def _check_data_dir(path):
     return path is None or os.path.isdir(path)
 
 
-def main(argv):
+def _reproduce(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines bury the tables
     import dataclasses
 
     from atalp_tf import reproduction
     from atalp_tf import suites
-    from atalp_tf import training
-    from atalp_tf.datasets.images import BadImagesError
 
     suite = suites.SUITES[_SUITE.value]
     if _WEIGHTS.value:
@@ -66,16 +60,12 @@ def main(argv):
     out_dir = _OUT_DIR.value or os.path.join("runs", "reproduce", suite.name)
     overrides = {"data_dir": _DATA_DIR.value} if _DATA_DIR.value else None
     started = time.time()
-    try:
-        lines = reproduction.run_suite(
-            suite, out_dir, data_overrides=overrides, mask_dir=_MASK_DIR.value, models_from=_MODELS_FROM.value
-        )
-    except (training.ModelDirInUse, training.TrainingDiverged, BadImagesError, FileNotFoundError) as error:
-        print(f"atalp_tf.reproduce: error: {error}", file=sys.stderr)
-        sys.exit(1)
+    lines = reproduction.run_suite(
+        suite, out_dir, data_overrides=overrides, mask_dir=_MASK_DIR.value, models_from=_MODELS_FROM.value
+    )
     print("\n".join(lines))
     print(f"\nWrote {out_dir}/table.md and table.csv in {(time.time() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.command("atalp_tf.reproduce", _reproduce))

@@ -6,15 +6,16 @@ pixel range and take fractions: ``--eps=8/255``.
 """
 
 import os
-import sys
+import warnings
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from atalp_tf import choices
-from atalp_tf.flag_types import DEFINE_pixel_value
-from atalp_tf.flag_types import describe_pixels
+from atalp_tf import cli
+from atalp_tf import pixels
+from atalp_tf.cli import DEFINE_pixel_value
+from atalp_tf.errors import Advice
 
 
 _MODEL_DIR = flags.DEFINE_string(
@@ -168,7 +169,9 @@ _DETERMINISTIC = flags.DEFINE_bool(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of weights, data split, shuffling and attacks.")
 _VERBOSE = flags.DEFINE_enum(
-    "verbose", "auto", ("auto", "0", "1", "2"), "Keras fit verbosity: 1 is a progress bar."
+    "verbose", "auto", ("auto", "0", "1", "2"),
+    "Progress: 2 is a line per epoch, 1 also a status line redrawn within the epoch, 0 none; "
+    "auto: 1 on a terminal, 2 into a pipe or file.",
 )
 
 
@@ -207,6 +210,24 @@ def _check_data_dir(values):
 )
 def _check_image_size(values):
     return values["dataset"] in ("digits", "cifar10") or values["image_size"] > 0
+
+
+@flags.multi_flags_validator(
+    ["architecture", "image_size", "dataset"], "--image_size is too small for --architecture"
+)
+def _check_size_for_architecture(values):
+    size = values["image_size"] or choices.NATIVE_IMAGE_SIZE.get(values["dataset"])
+    least = choices.MIN_IMAGE_SIZE[values["architecture"]]
+    if size and size < least:
+        given = (
+            f"--image_size={size}" if values["image_size"]
+            else f"--dataset={values['dataset']} is {size}x{size} unless --image_size says otherwise"
+        )
+        raise flags.ValidationError(
+            f"--architecture={values['architecture']} takes images of at least {least}x{least}, and "
+            f"{given}: pass --image_size={least} or more, or --architecture=resnet18"
+        )
+    return True
 
 
 @flags.validator("split_file", "--split_file must be an existing split.json")
@@ -344,54 +365,52 @@ def _config_from_flags():
     )
 
 
-def _print_summary(results, eval_attack):
-    attack = (
-        f"PGD-{eval_attack.steps} {eval_attack.norm} eps={describe_pixels(eval_attack.eps)} "
-        f"step={describe_pixels(eval_attack.step_size)}"
-    )
-    print(f"\nTest set ({results['split_sizes']['test']} images), {attack}:")
-    print(f"  {'model':<6} {'clean acc':>10} {'PGD acc':>10}")
-    for name in ("last", "best"):
-        scores = results[f"test_{name}"]
-        print(f"  {name:<6} {scores['clean_accuracy']:>10.4f} {scores['pgd_accuracy']:>10.4f}")
-    if "model_path" not in results:
-        print("This worker is not the chief: the chief writes the model, export and results.")
-        return
-    if results["skipped_files"]:
-        print(f"Skipped {len(results['skipped_files'])} unreadable file(s) (--bad_images=skip); "
-              "they are listed in results.json")
-    if results["split_file"]:
-        print(f"Split:  {results['split_file']}  (reuse with --split_file)")
-    print(f"Model:  {results['model_path']}")
-    print(f"Export: {results['export_dir']}  (signature serving_default: images -> "
-          "probabilities, class_ids)")
+_GROUPS = {
+    "data": ["dataset", "data_dir", "image_size", "batch_size", "augment", "cache", "bad_images",
+             "split_file", "split_index", "num_classes"],
+    "model": ["architecture", "width", "weights", "sync_batchnorm"],
+    "objective": ["method", "alpha", "beta", "trades_beta", "clean_ce_weight", "bn_batches"],
+    "attack": ["eps", "step_size", "attack", "attack_steps", "free_replays", "norm", "random_start",
+               "attack_loss", "eval_eps", "eval_step_size", "eval_steps", "overfit_guard"],
+    "optimisation": ["epochs", "optimizer", "learning_rate", "momentum", "weight_decay",
+                     "weight_decay_type", "schedule", "lr_boundaries", "lr_decay", "precision"],
+    "run": ["model_dir", "overwrite", "checkpoint_steps", "seed", "deterministic", "strategy", "tpu",
+            "jit_compile", "verbose"],
+}
 
 
-def main(argv):
+def _help():
+    return cli.grouped_help(__doc__, _GROUPS)
+
+
+def _warn_about_steps():
+    """A step far above eps clips to the ball's surface at every step: PGD degenerates."""
+    eps = _EPS.value
+    step = _STEP_SIZE.value
+    if step and _ATTACK.value in ("pgd", "free") and step > eps * (1 + 1e-6):
+        warnings.warn(Advice(
+            f"--step_size={pixels.fraction(step)} is larger than --eps={pixels.fraction(eps)}: every PGD "
+            "step lands on the ball's surface, so the attack is no stronger than FGSM; the usual step is "
+            "eps / 4 (the default)"
+        ))
+    eval_eps = _EVAL_EPS.value or eps
+    if _EVAL_STEP_SIZE.value and _EVAL_STEP_SIZE.value > eval_eps * (1 + 1e-6):
+        warnings.warn(Advice(
+            f"--eval_step_size={pixels.fraction(_EVAL_STEP_SIZE.value)} is larger than the evaluation eps "
+            f"{pixels.fraction(eval_eps)}: validation PGD will be weak; the default is eps / 4"
+        ))
+
+
+def _train(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    # TensorFlow's INFO lines (oneDNN, CUDA probing, SavedModel internals) bury the progress
-    # bar; --verbosity=0 or TF_CPP_MIN_LOG_LEVEL=0 bring them back.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    _warn_about_steps()
     config = _config_from_flags()
     from atalp_tf import training
-    from atalp_tf.datasets.images import BadImagesError
 
-    user_errors = (
-        training.ModelDirInUse, training.TrainingDiverged, training.CheckpointMismatch,
-        BadImagesError,
-    )
-    try:
-        results = training.run(config)
-    except user_errors as error:
-        # Problems with the user's files or settings: the message says what to do, and a
-        # traceback would only bury it.
-        print(f"atalp_tf.train: error: {error}", file=sys.stderr)
-        sys.exit(1)
-    _print_summary(results, config.eval_attack)
+    results = training.run(config)
+    print("\n".join(training.summary(results, config.eval_attack)))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.command("atalp_tf.train", _train, help_text=_help))

@@ -20,22 +20,25 @@ writes the CSV, JSON and NPZ files.
 import csv
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 
-from atalp_tf.flag_types import DEFINE_pixel_value
-from atalp_tf.flag_types import describe_pixels
+from atalp_tf import cli
+from atalp_tf.cli import DEFINE_pixel_value
 
 COMMANDS = ("attention", "parts", "landscape")
 
-_MODELS = flags.DEFINE_list("models", None, "Comma-separated .keras files to compare.", required=True)
+_MODELS = flags.DEFINE_list(
+    "models", None, "Comma-separated models to compare: .keras files or training model_dirs.", required=True
+)
 _NAMES = flags.DEFINE_list("names", None, "Names of the models in the figures (default: file names).")
 _IMAGES = flags.DEFINE_list("images", [], "Image files to look at.")
 _IMAGE_DIR = flags.DEFINE_string("image_dir", None, "Or a directory of images (sorted by name).")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 8, "At most this many images from --image_dir.", lower_bound=1)
-_LABELS = flags.DEFINE_list("labels", [], "True class ids of the images, in order (optional).")
+_LABELS = flags.DEFINE_list(
+    "labels", [], "True classes of the images, in order, as ids or as the run's class names (optional)."
+)
 _MASK_DIR = flags.DEFINE_string("mask_dir", None, "parts: masks named like the images.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the files.", required=True)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace files already in --out_dir.")
@@ -47,9 +50,9 @@ _GRID = flags.DEFINE_integer("grid", 21, "landscape: points per direction (odd: 
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of PGD's random start and the Rademacher direction.")
 
 
-@flags.validator("models", "--models must list existing .keras files")
+@flags.validator("models", "--models must list existing .keras files or training model_dirs")
 def _check_models(paths):
-    return bool(paths) and all(os.path.isfile(p) for p in paths)
+    return bool(paths) and all(os.path.exists(p) for p in paths)
 
 
 @flags.validator("images", "--images must list existing image files")
@@ -67,11 +70,6 @@ def _check_mask_dir(path):
     return path is None or os.path.isdir(path)
 
 
-@flags.validator("labels", "--labels must be class ids (non-negative integers)")
-def _check_labels(values):
-    return all(v.strip().isdigit() for v in values)
-
-
 def _image_paths():
     from atalp_tf.datasets.images import IMAGE_EXTENSIONS
 
@@ -82,8 +80,33 @@ def _image_paths():
     if not paths:
         raise app.UsageError("Give images with --images or --image_dir")
     if _LABELS.value and len(_LABELS.value) != len(paths):
-        raise app.UsageError(f"--labels has {len(_LABELS.value)} ids for {len(paths)} images")
+        raise app.UsageError(f"--labels has {len(_LABELS.value)} labels for {len(paths)} images")
     return paths
+
+
+def _labels(class_names):
+    """``--labels`` as class ids, checked against the models' classes."""
+    from atalp_tf.errors import UserError
+
+    ids = []
+    for value in _LABELS.value:
+        value = value.strip()
+        if value.isdigit():
+            ids.append(int(value))
+        elif value in class_names:
+            ids.append(class_names.index(value))
+        else:
+            raise UserError(
+                f"--labels={value}: not a class id or name of these models; their classes are "
+                f"{', '.join(f'{i} {n}' for i, n in enumerate(class_names))}"
+            )
+    wrong = [i for i in ids if i >= len(class_names)]
+    if wrong:
+        raise UserError(
+            f"--labels has class id {wrong[0]}, but the models classify {len(class_names)} classes "
+            f"(0 to {len(class_names) - 1})"
+        )
+    return ids
 
 
 def _default_name(path):
@@ -100,7 +123,9 @@ def _default_name(path):
 def _output(name):
     path = os.path.join(_OUT_DIR.value, name)
     if os.path.exists(path) and not _OVERWRITE.value:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+        from atalp_tf.errors import OutputExists
+
+        raise OutputExists(f"{path} exists; pass --overwrite to replace it")
     return path
 
 
@@ -115,10 +140,11 @@ def _adversarial(model, images, labels):
     return run(images, labels).numpy().astype(np.float32)
 
 
-def _attention(models, names, paths, images, labels, stages):
+def _attention(models, names, paths, images, labels, stages, class_names, given):
     import numpy as np
 
     from atalp_tf import inspection
+    from atalp_tf import pixels as units
     from atalp_tf import plots
 
     arrays, rows_per_image = {}, [[] for _ in paths]
@@ -129,24 +155,29 @@ def _attention(models, names, paths, images, labels, stages):
             predictions = np.argmax(model(pixels, training=False), -1)
             for stage in stages:
                 arrays[f"{name}/{kind}/{stage}"] = maps[stage]
+            arrays[f"{name}/{kind}/predicted"] = np.asarray([class_names[p] for p in predictions])
             for index in range(len(paths)):
-                title = f"{name} {kind}\npred {predictions[index]}"
+                title = f"{name} {kind}\npred: {class_names[predictions[index]]}"
                 rows_per_image[index].append(
                     (title, pixels[index], {s: maps[s][index] for s in stages})
                 )
+    arrays["labels"] = np.asarray([class_names[label] for label in labels])
     np.savez_compressed(_output("attention.npz"), **arrays)
     written = ["attention.npz"]
+    attack = f"PGD-{_STEPS.value} at eps {units.fraction(_EPS.value)}"
     try:
-        for path, image, rows in zip(paths, images, rows_per_image):
+        for path, image, label, rows in zip(paths, images, labels, rows_per_image):
             stem = os.path.splitext(os.path.basename(path))[0]
-            plots.attention_grid(_output(f"attention_{stem}.png"), image, rows, stages)
+            truth = f"true: {class_names[label]}" if given else f"no --labels: attacked away from {class_names[label]}"
+            title = f"{os.path.basename(path)}, {truth}; adversarial: {attack}"
+            plots.attention_grid(_output(f"attention_{stem}.png"), image, rows, stages, title=title)
             written.append(f"attention_{stem}.png")
     except ImportError as error:
         print(f"No PNG written: {error}", file=sys.stderr)
     return written
 
 
-def _parts(models, names, paths, images, labels, stages):
+def _parts(models, names, paths, images, labels, stages, class_names, given):
     import numpy as np
 
     from atalp_tf import inspection
@@ -180,8 +211,10 @@ def _parts(models, names, paths, images, labels, stages):
         for name, per_stage in results.items():
             for stage, values in per_stage.items():
                 writer.writerow([name, stage, f"{values['clean']:.4f}", f"{values['adv']:.4f}"])
+    from atalp_tf import pixels
+
     print(f"Share of attention inside the part masks ({len(paths)} images, masks cover "
-          f"{masks.mean():.1%} of the image; PGD-{_STEPS.value} eps={describe_pixels(_EPS.value)}):")
+          f"{masks.mean():.1%} of the image; PGD-{_STEPS.value} eps={pixels.both(_EPS.value)}):")
     print(f"  {'model':<20} {'stage':<6} {'clean':>7} {'adv':>7}")
     for name, per_stage in results.items():
         for stage, values in per_stage.items():
@@ -189,7 +222,7 @@ def _parts(models, names, paths, images, labels, stages):
     return ["parts.json", "parts.csv"]
 
 
-def _landscape(models, names, paths, images, labels, stages):
+def _landscape(models, names, paths, images, labels, stages, class_names, given):
     from atalp_tf import inspection
     from atalp_tf import plots
 
@@ -219,41 +252,40 @@ def _landscape(models, names, paths, images, labels, stages):
     return written
 
 
-def main(argv):
+def _visualize(argv):
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"Give one command: {', '.join(COMMANDS)}. Received: {argv[1:]}")
     if _NAMES.value and len(_NAMES.value) != len(_MODELS.value):
         raise app.UsageError(f"--names has {len(_NAMES.value)} names for {len(_MODELS.value)} models")
     paths = _image_paths()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import numpy as np
 
+    from atalp_tf import runs
     from atalp_tf.backbones import STAGES
     from atalp_tf.export import load_classifier
     from atalp_tf.inspection import load_image
 
-    models = [load_classifier(p) for p in _MODELS.value]
-    names = _NAMES.value or [_default_name(p) for p in _MODELS.value]
+    located = [runs.locate(p) for p in _MODELS.value]
+    models = [load_classifier(place.model_file) for place in located]
+    names = _NAMES.value or [_default_name(place.model_file) for place in located]
     if len(set(names)) != len(names):
         raise app.UsageError(f"Models need distinct names; got {names}: pass --names")
     shape = tuple(models[0].backbone.input_shape[1:])
     for path, model in zip(_MODELS.value, models[1:]):
         if tuple(model.backbone.input_shape[1:]) != shape:
             raise app.UsageError(f"{path} takes another image shape than {_MODELS.value[0]} ({shape})")
+    classes = int(models[0].backbone.output["logits"].shape[-1])
+    class_names = runs.class_names(located[0].run_dir) or [str(i) for i in range(classes)]
     images = np.stack([load_image(p, shape) for p in paths])
     if _LABELS.value:
-        labels = np.asarray([int(v) for v in _LABELS.value], np.int32)
+        labels = np.asarray(_labels(class_names), np.int32)
     else:  # without true labels, attack (and measure the loss of) the first model's prediction
         labels = np.argmax(models[0](images, training=False), -1).astype(np.int32)
     os.makedirs(_OUT_DIR.value, exist_ok=True)
     command = {"attention": _attention, "parts": _parts, "landscape": _landscape}[argv[1]]
-    try:
-        written = command(models, names, paths, images, labels, STAGES)
-    except (FileExistsError, FileNotFoundError) as error:
-        print(f"atalp_tf.visualize: error: {error}", file=sys.stderr)
-        sys.exit(1)
+    written = command(models, names, paths, images, labels, STAGES, class_names, bool(_LABELS.value))
     print("Wrote " + ", ".join(os.path.join(_OUT_DIR.value, w) for w in written))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.command("atalp_tf.visualize", _visualize))

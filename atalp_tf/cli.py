@@ -1,0 +1,161 @@
+"""What every command line shares: pixel-valued flags, grouped help, and the one preamble.
+
+Only the command-line modules (``train``, ``evaluate``, ``visualize``, ``reproduce``) import
+this, and it imports no TensorFlow before the flags are parsed: a mistyped flag fails at once.
+
+The preamble (``command``) quiets TensorFlow's start-up noise (C++ logs, absl warnings,
+other libraries' Python warnings) unless ``--verbosity`` is given, importing TensorFlow only
+then, shows this package's
+advice as one line each, and turns a ``UserError`` into one paragraph on stderr (exit 1) and
+Ctrl-C into one line (exit 130). Any other exception is a bug and keeps its traceback.
+"""
+
+import os
+import sys
+import textwrap
+import warnings
+
+from absl import flags
+from absl import logging
+
+from atalp_tf import pixels
+from atalp_tf.errors import Advice
+from atalp_tf.errors import Interrupted
+from atalp_tf.errors import UserError
+
+
+class PixelValueParser(flags.ArgumentParser):
+    """A perturbation size in the [0, 1] pixel range, as a number or a fraction (``8/255``)."""
+
+    syntactic_help = "a number or fraction in (0, 1], e.g. 8/255 or 0.25"
+
+    def parse(self, argument):
+        return pixels.parse(argument)
+
+    def flag_type(self):
+        return "pixel value"
+
+
+class PixelListParser(flags.ArgumentParser):
+    """Comma-separated pixel values: ``8/255,16/255``."""
+
+    syntactic_help = "comma-separated numbers or fractions in (0, 1], e.g. 8/255,16/255"
+
+    def parse(self, argument):
+        if isinstance(argument, (list, tuple)):
+            items = list(argument)
+        else:
+            items = [item for item in str(argument).split(",") if item.strip()]
+        if not items:
+            raise ValueError(f"expected {self.syntactic_help}, got {argument!r}")
+        return [pixels.parse(item) for item in items]
+
+    def flag_type(self):
+        return "pixel values"
+
+
+def DEFINE_pixel_value(name, default, help_text, **kwargs):  # noqa: N802 (absl's naming)
+    return flags.DEFINE(
+        PixelValueParser(), name, default, help_text, serializer=flags.ArgumentSerializer(),
+        module_name=_caller(), **kwargs,
+    )
+
+
+def DEFINE_pixel_list(name, default, help_text, **kwargs):  # noqa: N802 (absl's naming)
+    return flags.DEFINE(
+        PixelListParser(), name, default, help_text, serializer=flags.CsvListSerializer(","),
+        module_name=_caller(), **kwargs,
+    )
+
+
+def _caller():
+    # absl lists a flag under the module that defines it, and --help shows the main module's:
+    # credit the command that called us, not this module.
+    return sys._getframe(2).f_globals["__name__"]
+
+
+def grouped_help(title, groups):
+    """``--help`` text: ``title``, then each group's flags with their defaults as written
+    (``8/255``, not 0.0313725...)."""
+    lines = [title.strip(), ""]
+    for group, names in groups.items():
+        lines.append(f"{group}:")
+        for name in names:
+            flag = flags.FLAGS[name]
+            default = flag.default_unparsed
+            if isinstance(default, (list, tuple)):
+                default = ",".join(str(d) for d in default)
+            shown = "" if default in (None, "", []) else f" (default {default})"
+            if isinstance(flag.default, bool):
+                shown = f" (default {'true' if flag.default else 'false'})"
+            text = f"--{name}{shown}: {flag.help}"
+            lines += textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent="      ")
+        lines.append("")
+    lines.append("--helpfull lists every flag, TensorFlow's included.")
+    return "\n".join(lines)
+
+
+_PROGRAM = ["atalp_tf"]
+_SHOW_WARNING = warnings.showwarning
+
+
+def _show_advice(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, Advice):
+        print(f"{_PROGRAM[0]}: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow and finds its devices with stderr closed at the file level.
+
+    TF 2.21 writes its start-up lines from C++ before its logging is set up, so
+    TF_CPP_MIN_LOG_LEVEL does not reach them; an ImportError still surfaces afterwards.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def command(program, body, help_text=None):
+    """``main(argv)`` for ``absl.app.run``: the preamble around ``body(argv)``.
+
+    ``help_text`` (a callable returning a string) replaces absl's flat flag list for ``--help``.
+    """
+    if help_text and any(arg in ("--help", "-h", "-?") for arg in sys.argv[1:]):
+        # absl would list the flags alphabetically; ours come grouped, defaults as written.
+        print(help_text())
+        sys.exit(0)
+
+    def main(argv):
+        _PROGRAM[0] = program
+        if not flags.FLAGS["verbosity"].present:
+            # TensorFlow's start-up lines (oneDNN, CUDA probing on a machine without a GPU) and
+            # other libraries' Python warnings are noise to someone training a model.
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            logging.set_verbosity(logging.ERROR)
+            warnings.filterwarnings("ignore")
+            _import_tensorflow_quietly()
+        warnings.filterwarnings("always", category=Advice)
+        warnings.showwarning = _show_advice
+        try:
+            return body(argv)
+        except Interrupted as error:
+            print(f"\n{program}: {error}", file=sys.stderr)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            print(f"\n{program}: interrupted", file=sys.stderr)
+            sys.exit(130)
+        except UserError as error:
+            print(f"{program}: error: {error}", file=sys.stderr)
+            sys.exit(1)
+
+    return main
