@@ -17,8 +17,13 @@ BN_BATCHES = ("auto", "joint", "separate")
 # decay, an L2 term whose gradient wd * w goes through momentum with the loss's.
 WEIGHT_DECAY_TYPES = ("decoupled", "l2")
 ARCHITECTURES = ("resnet18", "resnet50", "resnet101", "resnet152")
+# The smallest image side each takes: resnet18 halves it three times (CIFAR-style stem);
+# keras.applications ResNets refuse anything under 32.
+MIN_IMAGE_SIZE = {"resnet18": 8, "resnet50": 32, "resnet101": 32, "resnet152": 32}
 # Besides these, "tfds:NAME" names any TensorFlow Datasets image classification set.
 DATASETS = ("digits", "cifar10", "flowers17", "folder")
+# The image side of the array sets when --image_size leaves it (file sets need one).
+NATIVE_IMAGE_SIZE = {"digits": 8, "cifar10": 32}
 AUGMENTATIONS = ("auto", "none", "flip", "pad_crop", "resized_crop")
 BAD_IMAGE_POLICIES = ("stop", "skip")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -33,6 +38,14 @@ RUN_ARTIFACTS = (
 )
 # Those that mark a finished run.
 FINISHED_RUN_ARTIFACTS = ("results.json", "export", "model.keras")
+# The models a run's model_dir holds: model.keras (final), checkpoints/best.keras, checkpoints/last.keras.
+CHECKPOINTS = ("final", "best", "last")
+# Evaluations written into a run's model_dir (atalp_tf.evaluate's default --out_dir, and the
+# reproduce suites' last- and best-epoch ones); replacing the run removes them too.
+RUN_EVALUATIONS = ("evaluation", "evaluation_best")
+
+# The paper's tables that atalp_tf.reproduce runs (atalp_tf.suites defines each).
+SUITE_NAMES = ("table1", "table2-flowers17", "table2-imagenet4", "table2-dogs-vs-cats", "table3", "cpu-flowers")
 
 # Attacks of the evaluation (atalp_tf.robustness), in the order reports list them.
 ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t", "fab_t", "square", "rays", "autoattack")

@@ -3,10 +3,13 @@
 The command line (``atalp_tf.train``) only turns flags into a ``TrainConfig``; everything
 else lives here so it can be called from Python and tested without a subprocess.
 
-Files written in ``model_dir`` (by the chief only, under a multi-worker strategy):
+Files written in ``model_dir`` (by the chief only, under a multi-worker strategy), once the
+run can start (data read, model built, weights loaded):
 
-* ``run_config.json``: the configuration; a later run in the same directory resumes only
-  if its configuration is the same, and is refused otherwise;
+* ``run_config.json``: the configuration; an unfinished run with the same one resumes (with
+  or without ``overwrite``), one with another is refused unless ``overwrite``, and a run that
+  never reached a checkpoint is simply started afresh (``plan_model_dir``);
+* ``split.json``: the split drawn from the seed, for file datasets without an official one;
 * ``resume/``: TensorFlow checkpoints (weights, optimizer, attack seed, best score) every
   ``checkpoint_steps`` steps and at each epoch's end; a killed run started again with the
   same command continues from the last one, at the same epoch, step and data position;
@@ -14,7 +17,8 @@ Files written in ``model_dir`` (by the chief only, under a multi-worker strategy
   validation PGD accuracy (robust overfitting makes the two differ; both are reported);
 * ``logs/`` for TensorBoard;
 * ``model.keras`` (the final model) and ``export/`` (SavedModel for serving);
-* ``results.json``: the config and the test accuracies of the last and best models.
+* ``results.json``: the config, the best epoch and the test accuracies of the last and best
+  models (both attacked from the same random starts).
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from atalp_tf import backbones
@@ -32,7 +37,12 @@ from atalp_tf import choices
 from atalp_tf import datasets
 from atalp_tf import guards
 from atalp_tf import optimization
+from atalp_tf import pixels
+from atalp_tf import progress
 from atalp_tf.attacks import PGDConfig
+from atalp_tf.errors import DataError
+from atalp_tf.errors import Interrupted
+from atalp_tf.errors import UserError
 from atalp_tf.export import export_serving
 from atalp_tf.model import RobustClassifier
 from atalp_tf.model import resolve_bn_batches
@@ -86,15 +96,15 @@ class TrainConfig:
     export: bool = True  # write export/ (a SavedModel for serving) beside model.keras
 
 
-class TrainingDiverged(FloatingPointError):
+class TrainingDiverged(UserError, FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
 
 
-class ModelDirInUse(FileExistsError):
+class ModelDirInUse(UserError, FileExistsError):
     """``model_dir`` holds another run's work and ``overwrite`` was not given."""
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserError, ValueError):
     """The checkpoint to resume from was made for other classes or image shapes."""
 
 
@@ -182,32 +192,116 @@ def _identity(config):
     return {k: v for k, v in values.items() if k not in _RESUMABLE_CHANGES}
 
 
-def prepare_model_dir(config):
-    """Clears ``model_dir`` when overwriting; returns whether the run resumes one in progress.
+# The flag of each setting whose name differs from its TrainConfig field (dotted for nested ones).
+_FLAG_NAMES = {
+    "data.name": "dataset", "train_attack.steps": "attack_steps", "train_attack.loss": "attack_loss",
+    "eval_attack.eps": "eval_eps", "eval_attack.step_size": "eval_step_size", "eval_attack.steps": "eval_steps",
+    "synchronized_bn": "sync_batchnorm",
+}
+_PIXEL_FIELDS = ("eps", "step_size")
 
-    Raises ``ModelDirInUse`` if the directory holds a finished run, or one started with
-    another configuration, and ``config.overwrite`` is not set.
+
+def _flatten(values, prefix=""):
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _show(field, value):
+    if value is None:
+        return "unset"
+    if field.rsplit(".", 1)[-1] in _PIXEL_FIELDS and isinstance(value, float):
+        return pixels.fraction(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def flag_differences(saved, current):
+    """``["--batch_size: 128 then, 8 now", ...]`` for the settings that differ, named by flag."""
+    saved, current = _flatten(saved), _flatten(current)
+    lines = {}
+    for field in sorted(set(saved) | set(current)):
+        then, now = saved.get(field), current.get(field)
+        if then != now:
+            flag = _FLAG_NAMES.get(field, field.rsplit(".", 1)[-1])
+            lines.setdefault(flag, f"--{flag}: {_show(field, then)} then, {_show(field, now)} now")
+    return list(lines.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class DirPlan:
+    """What a run will do with its ``model_dir``, decided before anything is written there.
+
+    ``action``: ``"new"`` (nothing of a run's progress is there), ``"resume"`` (an unfinished
+    run with the same settings) or ``"replace"`` (``--overwrite`` of another run). ``remove``:
+    the earlier files that go once the run can start; ``note``: the line that says so.
     """
-    existing = existing_run_artifacts(config.model_dir)
-    if config.overwrite:
-        for name in existing:
-            path = os.path.join(config.model_dir, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        return False
+
+    action: str
+    remove: tuple = ()
+    note: str | None = None
+
+    @property
+    def resumes(self):
+        return self.action == "resume"
+
+
+def _has_checkpoint(model_dir):
+    return tf.train.latest_checkpoint(os.path.join(model_dir, "resume")) is not None
+
+
+def plan_model_dir(config):
+    """Decides what happens to ``config.model_dir``; writes and deletes nothing.
+
+    * Nothing there, or a run that stopped before its first checkpoint (no progress to keep):
+      a new run; such leftovers go.
+    * An unfinished run with checkpoints and the same settings: it resumes, with or without
+      ``overwrite``, so that repeating a killed command never loses its progress.
+    * A finished run (``results.json``, ``model.keras`` or ``export/``), or an unfinished one
+      with other settings: refused with ``ModelDirInUse`` unless ``overwrite``, which replaces
+      it (its evaluations included).
+    """
+    model_dir = config.model_dir
+    existing = existing_run_artifacts(model_dir)
+    leftovers = tuple(existing) + tuple(
+        name for name in choices.RUN_EVALUATIONS if os.path.exists(os.path.join(model_dir, name))
+    )
     if not existing:
-        return False
+        return DirPlan("new")
     finished = [n for n in choices.FINISHED_RUN_ARTIFACTS if n in existing]
     if finished:
-        raise ModelDirInUse(
-            f"--model_dir {config.model_dir} already holds a finished run ({', '.join(finished)}); "
-            "choose another directory, or pass --overwrite to replace it"
-        )
+        if not config.overwrite:
+            raise ModelDirInUse(
+                f"--model_dir {model_dir} already holds a finished run ({', '.join(finished)}); "
+                "choose another directory, or pass --overwrite to replace it"
+            )
+        return DirPlan("replace", leftovers, f"Replacing the finished run in {model_dir} (--overwrite): "
+                                             f"its {', '.join(leftovers)} go")
+    if not _has_checkpoint(model_dir):
+        return DirPlan("new", leftovers, f"{model_dir} holds a run that stopped before its first checkpoint; "
+                                         "starting afresh")
+    differences = _differences_from_saved(config)
+    if not differences:
+        return DirPlan("resume")
+    if config.overwrite:
+        return DirPlan("replace", leftovers, f"Replacing the unfinished run in {model_dir} (--overwrite), "
+                                             f"started with other flags ({'; '.join(differences)})")
+    raise ModelDirInUse(
+        f"--model_dir {model_dir} holds an unfinished run started with other flags "
+        f"({'; '.join(differences)}); run its command again to resume it, choose another "
+        "directory, or pass --overwrite to replace it"
+    )
+
+
+def _differences_from_saved(config):
     saved_path = os.path.join(config.model_dir, "run_config.json")
     if not os.path.exists(saved_path):
-        raise ModelDirInUse(
-            f"--model_dir {config.model_dir} already holds a run's files ({', '.join(existing)}) "
-            "but no run_config.json; choose another directory, or pass --overwrite to replace it"
-        )
+        return [f"no run_config.json says which (it holds {', '.join(existing_run_artifacts(config.model_dir))})"]
     with open(saved_path) as f:
         saved = {k: v for k, v in json.load(f).items() if k not in _RESUMABLE_CHANGES}
     # A run from an older version lacks the settings added since; it ran with their defaults,
@@ -218,18 +312,30 @@ def prepare_model_dir(config):
     current = _identity(config)
     for values in (saved, current):  # "auto" is compared as what it means for the method
         values["bn_batches"] = resolve_bn_batches(values["method"], values["bn_batches"])
-    differences = [
-        f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now"
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key)
-    ]
-    if differences:
-        raise ModelDirInUse(
-            f"--model_dir {config.model_dir} already holds a run with another configuration "
-            f"({'; '.join(differences)}); run the same command to resume it, choose another "
-            "directory, or pass --overwrite to replace it"
-        )
-    return True
+    return flag_differences(saved, current)
+
+
+def prepare_model_dir(config):
+    """Plans and claims ``model_dir`` at once; returns whether the run resumes.
+
+    The trainer plans first and claims only once data and model are ready (``run``); this is
+    the two together, for callers that need nothing in between.
+    """
+    plan = plan_model_dir(config)
+    claim_model_dir(config, plan)
+    return plan.resumes
+
+
+def claim_model_dir(config, plan, log=None):
+    """Removes what ``plan`` replaces (saying so) and writes ``run_config.json``."""
+    for name in plan.remove:
+        path = os.path.join(config.model_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if plan.note and log:
+        log(plan.note)
+    os.makedirs(config.model_dir, exist_ok=True)
+    with open(os.path.join(config.model_dir, "run_config.json"), "w") as f:
+        json.dump(_jsonable(config), f, indent=2)
 
 
 def global_step(model):
@@ -307,36 +413,89 @@ def _restore(checkpoint, model_dir, data):
         checkpoint.restore(latest).assert_existing_objects_matched()
 
 
-def _evaluate(model, dataset):
-    results = model.evaluate(dataset, verbose=0, return_dict=True)
-    return {k: float(v) for k, v in results.items()}
+def _evaluate(model, dataset, seed):
+    """Test metrics of ``model``, its attack's random starts drawn from ``seed`` whatever the
+    generator's state, so that identical weights give identical numbers."""
+    generator = model.seed_generator
+    kept = generator.state.numpy()
+    generator.state.assign(keras.random.SeedGenerator(seed).state.numpy())
+    try:
+        results = model.evaluate(dataset, verbose=0, return_dict=True)
+    finally:
+        generator.state.assign(kept)
+    return {k: float(np.asarray(v).reshape(-1)[0]) for k, v in results.items()}
 
 
-def run(config):
-    """Trains (or resumes), evaluates and exports; returns the dict written to ``results.json``."""
+class _BestEpoch(keras.callbacks.Callback):
+    """Remembers the epoch (1-based) of the best checkpoint, in a variable the resume state keeps."""
+
+    def __init__(self, best_callback, variable):
+        super().__init__()
+        self.best_callback = best_callback
+        self.variable = variable
+        self.best = best_callback.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.best_callback.best != self.best:
+            self.best = self.best_callback.best
+            self.variable.assign(epoch + 1)
+
+
+def describe_run(config, data, model, resume_point=None):
+    """The lines a run prints before it starts: what it trains, on what, where."""
+    if config.method == "standard":
+        objective = "standard training (no attack)"
+    else:
+        attack = config.train_attack if isinstance(config.train_attack, PGDConfig) else PGDConfig(**config.train_attack)
+        how = {"pgd": f"PGD-{attack.steps}", "fgsm_rs": "FGSM-RS", "free": f"free ({config.free_replays} replays)"}
+        objective = (
+            f"{config.method} with {how[config.attack]} at eps {pixels.fraction(attack.eps)}, "
+            f"step {pixels.fraction(attack.step_size)}"
+        )
+    names = ", ".join(data.class_names[:6]) + (", ..." if len(data.class_names) > 6 else "")
+    sizes = ", ".join(f"{data.sizes[p]} {p}" for p in ("train", "val", "test"))
+    shape = "x".join(str(d) for d in data.image_shape)
+    parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    lines = [
+        f"Training {objective}, {config.epochs} epochs, into {config.model_dir}",
+        f"  data:  {config.data.name}, {data.num_classes} classes ({names}); {sizes}; {shape}",
+        f"  model: {config.architecture}" + (f" width {config.width}" if config.architecture == "resnet18" else "")
+        + f", {parameters:,} trainable parameters; {config.optimizer} lr {config.learning_rate:g} {config.schedule}",
+    ]
+    lines += [f"  note:  {note}" for note in data.notes]
+    if resume_point:
+        epoch, step = resume_point
+        lines.append(f"  resuming from epoch {epoch + 1}, step {step}")
+    return lines
+
+
+def run(config, log=print):
+    """Trains (or resumes), evaluates and exports; returns the dict written to ``results.json``.
+
+    In named stages: the strategy; the plan for ``model_dir`` (nothing is written yet); data;
+    model (with its pretrained weights); only then the directory is claimed, so that a run
+    that cannot start leaves nothing behind that blocks the corrected command; checkpoints and
+    training; evaluation of the last and best models; saving and export. ``log`` receives the
+    lines a user should see (the summary at the start, what was replaced, a resume point).
+    """
     if config.precision not in choices.PRECISIONS:
         raise ValueError(f"`precision` must be one of {choices.PRECISIONS}. Received: {config.precision!r}")
     # A multi-worker strategy must exist before any other TensorFlow operation runs.
     strategy = make_strategy(config.strategy, config.tpu)
     chief = is_chief(strategy)
     if chief:
-        resuming = prepare_model_dir(config)
+        plan = plan_model_dir(config)
     else:  # workers read the chief's checkpoints (model_dir is on storage all can see)
-        resuming = tf.train.latest_checkpoint(os.path.join(config.model_dir, "resume")) is not None
+        plan = DirPlan("resume" if _has_checkpoint(config.model_dir) else "new")
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(config.precision)
 
-    # Other workers write what every worker must save (collectively) to a scratch directory.
-    out_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="atalp_worker_")
-    os.makedirs(out_dir, exist_ok=True)
-    if chief:
-        with open(os.path.join(out_dir, "run_config.json"), "w") as f:
-            json.dump(_jsonable(config), f, indent=2)
-    data = datasets.load(config.data, workdir=out_dir)
+    # A resumed run reads the split it saved; a new one draws it and saves it once it starts.
+    data = datasets.load(config.data, workdir=config.model_dir if plan.resumes else None)
     if config.num_classes and config.num_classes != data.num_classes:
-        raise ValueError(
+        raise DataError(
             f"The model is set up for {config.num_classes} classes (--num_classes) but dataset "
             f"{config.data.name!r} has {data.num_classes}: {', '.join(data.class_names)}"
         )
@@ -364,20 +523,35 @@ def run(config):
         )
         model.optimizer.build(model.trainable_variables)
         best_score = tf.Variable(-math.inf, trainable=False, dtype=tf.float64)
+        best_epoch = tf.Variable(0, trainable=False, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(
         model=model,
         optimizer=model.optimizer,
         # The attack's random-start generator is not tracked through the model.
         attack_seed=model.seed_generator.state.value,
         best_score=best_score,
+        best_epoch=best_epoch,
     )
-    if resuming:
+    if plan.resumes:
         _restore(checkpoint, config.model_dir, data)
+
+    # Everything the run needs is in hand: now the directory is claimed.
+    # Other workers write what every worker must save (collectively) to a scratch directory.
+    out_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="atalp_worker_")
+    if chief:
+        claim_model_dir(config, plan, log)
+        data = datasets.save_split(data, os.path.join(out_dir, "split.json"))
     resume_dir = os.path.join(out_dir, "resume")
     manager = tf.train.CheckpointManager(checkpoint, resume_dir, max_to_keep=2)
     os.makedirs(resume_dir, exist_ok=True)
     with open(os.path.join(resume_dir, "data.json"), "w") as f:
         json.dump({"num_classes": data.num_classes, "image_shape": list(data.image_shape)}, f)
+
+    step = batches_done(model)
+    epoch, offset = divmod(step, steps_per_epoch)
+    if chief:
+        for line in describe_run(config, data, model, (epoch, step) if plan.resumes else None):
+            log(line)
 
     checkpoints = os.path.join(out_dir, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
@@ -397,6 +571,7 @@ def run(config):
         *([guard] if guard else []),
         keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.keras")),
         best_callback,
+        _BestEpoch(best_callback, best_epoch),
         _ResumeCheckpoint(
             manager, config.checkpoint_steps, best_score, best_callback,
             last_saved=global_step(model),
@@ -404,30 +579,34 @@ def run(config):
     ]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")))
+        if config.verbose != 0:
+            live = None if config.verbose == "auto" else config.verbose == 1
+            callbacks.append(progress.EpochLine(config.epochs, live=live, write=log))
 
-    step = batches_done(model)
-    epoch, offset = divmod(step, steps_per_epoch)
     fit_args = dict(
         validation_data=data.val,
         callbacks=callbacks,
-        verbose=config.verbose,
+        verbose=0,  # progress.EpochLine reports instead of Keras' bar
         shuffle=False,  # the stream shuffles itself; Keras' own flag only warns on tf.data
     )
-    if offset:
-        # Finish the interrupted epoch with its remaining steps, then carry on whole epochs.
-        # (Keras cannot start mid-epoch; epochs=config.epochs keeps its "Epoch k/N" right.)
-        model.fit(
-            stream.from_step(step, epoch + 1), initial_epoch=epoch, epochs=config.epochs,
-            steps_per_epoch=steps_per_epoch - offset,
-            **{**fit_args, "callbacks": callbacks + [_StopAfterOneEpoch()]},
-        )
-        epoch += 1
-    if epoch < config.epochs and not (guard and guard.collapse and guard.action == "stop"):
-        model.fit(
-            stream.from_step(epoch * steps_per_epoch, config.epochs), initial_epoch=epoch,
-            epochs=config.epochs,
-            steps_per_epoch=steps_per_epoch, **fit_args,
-        )
+    try:
+        if offset:
+            # Finish the interrupted epoch with its remaining steps, then carry on whole epochs.
+            # (Keras cannot start mid-epoch; epochs=config.epochs keeps the epoch numbers right.)
+            model.fit(
+                stream.from_step(step, epoch + 1), initial_epoch=epoch, epochs=config.epochs,
+                steps_per_epoch=steps_per_epoch - offset,
+                **{**fit_args, "callbacks": callbacks + [_StopAfterOneEpoch()]},
+            )
+            epoch += 1
+        if epoch < config.epochs and not (guard and guard.collapse and guard.action == "stop"):
+            model.fit(
+                stream.from_step(epoch * steps_per_epoch, config.epochs), initial_epoch=epoch,
+                epochs=config.epochs,
+                steps_per_epoch=steps_per_epoch, **fit_args,
+            )
+    except KeyboardInterrupt:
+        raise _interrupted(manager, steps_per_epoch, model.updates_per_batch) from None
 
     results = {
         "config": _jsonable(config),
@@ -438,16 +617,18 @@ def run(config):
         "split_file": data.split_path,
         "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
         "steps": global_step(model),
-        "resumed": resuming,
+        "resumed": plan.resumes,
         "catastrophic_overfitting": guard.collapse if guard else None,
-        "test_last": _evaluate(model, data.test),
+        "best_epoch": int(best_epoch.numpy()) or None,
+        "best_monitor": best_monitor,
+        "test_last": _evaluate(model, data.test, config.seed),
     }
     with strategy.scope():
         # Only the weights matter for evaluation; compile() without an optimizer skips
         # restoring the saved optimizer state.
         best = keras.saving.load_model(os.path.join(checkpoints, "best.keras"), compile=False)
         best.compile()
-    results["test_best"] = _evaluate(best, data.test)
+    results["test_best"] = _evaluate(best, data.test, config.seed)
 
     if not chief:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -462,6 +643,52 @@ def run(config):
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     return results
+
+
+def summary(results, eval_attack):
+    """The lines that close a run: test accuracy of the last and best models, and where
+    everything went."""
+    attack = (
+        f"PGD-{eval_attack.steps} {eval_attack.norm} eps={pixels.both(eval_attack.eps)} "
+        f"step={pixels.both(eval_attack.step_size)}"
+    )
+    best = f"epoch {results['best_epoch']}" if results.get("best_epoch") else "its best"
+    lines = [
+        "",
+        f"Test set ({results['split_sizes']['test']} images), {attack}:",
+        f"  {'model':<6} {'clean acc':>10} {'PGD acc':>10}",
+    ]
+    for name in ("last", "best"):
+        scores = results[f"test_{name}"]
+        lines.append(f"  {name:<6} {scores['clean_accuracy']:>10.4f} {scores['pgd_accuracy']:>10.4f}")
+    lines.append(f"  (best: {best} by validation PGD accuracy; both attacked from the same random starts)")
+    if "model_path" not in results:
+        return lines + ["This worker is not the chief: the chief writes the model, export and results."]
+    if results["skipped_files"]:
+        lines.append(f"Skipped {len(results['skipped_files'])} unreadable file(s) (--bad_images=skip); "
+                     "they are listed in results.json")
+    if results["split_file"]:
+        lines.append(f"Split:  {results['split_file']}  (reuse with --split_file)")
+    lines.append(f"Model:  {results['model_path']}")
+    if results.get("export_dir"):
+        lines.append(f"Export: {results['export_dir']}")
+        lines.append("  (signatures serving_default and serve_uint8: images -> probabilities, class_ids)")
+    return lines
+
+
+def _interrupted(manager, steps_per_epoch, updates_per_batch):
+    """What a Ctrl-C leaves: the last checkpoint and how to go on from it."""
+    latest = manager.latest_checkpoint
+    if latest is None:
+        return Interrupted(
+            "Stopped before the first checkpoint, so there is nothing to resume; run the same "
+            "command to start again"
+        )
+    step = int(latest.rsplit("-", 1)[-1]) // updates_per_batch  # batches, not optimizer steps
+    return Interrupted(
+        f"Stopped. The last checkpoint is {latest} (epoch {step // steps_per_epoch + 1}, step "
+        f"{step}); run the same command to resume from it"
+    )
 
 
 def _jsonable(config):

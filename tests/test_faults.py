@@ -200,15 +200,23 @@ _FRESH_PROCESS = r"""
 import sys, numpy as np, tensorflow as tf
 assert "atalp_tf" not in sys.modules
 model = tf.saved_model.load(sys.argv[1])
+print("SIGNATURES", sorted(model.signatures))
+print("SHAPE", model.signatures["serving_default"].structured_input_signature[1]["images"].shape)
 out = model.signatures["serving_default"](images=tf.random.uniform([3, 8, 8, 1]))
 assert out["probabilities"].shape == (3, 10) and out["class_ids"].dtype == tf.int32
 raw = model.signatures["serve_uint8"](images=tf.fill([2, 8, 8, 1], tf.constant(255, tf.uint8)))
 same = model.signatures["serving_default"](images=tf.ones([2, 8, 8, 1]))
 np.testing.assert_allclose(raw["probabilities"], same["probabilities"], rtol=1e-5)
-try:
-    model.signatures["serving_default"](images=tf.zeros([1, 16, 16, 1]))
-except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
-    print("REFUSED", str(error).replace("\n", " ")[:400])
+empty = model.signatures["serving_default"](images=tf.zeros([0, 8, 8, 1]))
+print("EMPTY", empty["probabilities"].shape, empty["class_ids"].shape)
+for name, images in [("size", tf.zeros([1, 16, 16, 1])), ("rank", tf.zeros([8, 8, 1])),
+                     ("0-255", tf.fill([1, 8, 8, 1], 200.0)),
+                     ("nan", tf.fill([1, 8, 8, 1], float("nan")))]:
+    try:
+        model.signatures["serving_default"](images=images)
+        print("ACCEPTED", name)
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+        print("REFUSED", name, str(error).replace("\n", " ")[:300])
 assert "atalp_tf" not in sys.modules
 print("OK")
 """
@@ -222,9 +230,26 @@ def test_export_serves_float_and_uint8_in_a_process_without_the_package(exported
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "OK" in result.stdout
-    refused = [line for line in result.stdout.splitlines() if line.startswith("REFUSED")]
-    assert refused, "an image of the wrong size must be refused"
-    assert "images must have shape [batch, 8, 8, 1]" in refused[0], refused[0]
+    lines = result.stdout.splitlines()
+    # Exactly the two documented signatures, declaring the real input shape.
+    assert "SIGNATURES ['serve_uint8', 'serving_default']" in lines
+    assert "SHAPE (None, 8, 8, 1)" in lines
+    assert "EMPTY (0, 10) (0,)" in lines
+    refused = {line.split()[1]: line for line in lines if line.startswith("REFUSED")}
+    assert not [line for line in lines if line.startswith("ACCEPTED")], result.stdout
+    assert set(refused) == {"size", "rank", "0-255", "nan"}
+    for wrong in ("size", "rank"):
+        assert "not compatible with expected shape [?,8,8,1]" in refused[wrong], refused[wrong]
+    assert "images must be float pixels in [0, 1]" in refused["0-255"] and "serve_uint8" in refused["0-255"]
+    assert "images must be finite" in refused["nan"]
+
+
+def _checkpoint_in(model_dir):
+    """What an interrupted run leaves in resume/: a checkpoint state file and its index."""
+    os.makedirs(os.path.join(model_dir, "resume"), exist_ok=True)
+    open(os.path.join(model_dir, "resume", "ckpt-19.index"), "w").close()
+    with open(os.path.join(model_dir, "resume", "checkpoint"), "w") as f:
+        f.write('model_checkpoint_path: "ckpt-19"\n')
 
 
 def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_path):
@@ -238,9 +263,9 @@ def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_
     for added in ("attack", "free_replays", "overfit_guard"):
         del older[added]
     (tmp_path / "run_config.json").write_text(json.dumps(older))
-    (tmp_path / "resume").mkdir()
+    _checkpoint_in(tmp_path)
     assert training.prepare_model_dir(config) is True
-    with pytest.raises(training.ModelDirInUse, match="attack: 'pgd' then, 'free' now"):
+    with pytest.raises(training.ModelDirInUse, match="--attack: pgd then, free now"):
         training.prepare_model_dir(dataclasses.replace(config, attack="free"))
 
 
@@ -258,11 +283,118 @@ def test_a_run_from_before_bn_batches_resumes_only_if_its_batches_are_unchanged(
     for added in ("bn_batches", "clean_ce_weight", "weight_decay_type"):
         del older[added]
     (tmp_path / "run_config.json").write_text(json.dumps(older))
-    (tmp_path / "resume").mkdir()
+    _checkpoint_in(tmp_path)
     # Such runs put both halves through batch norm as one batch: "auto" now means the same
     # for at_alp, but separate batches for trades, which must not slip in mid-run.
     if resumes:
         assert training.prepare_model_dir(config) is True
     else:
-        with pytest.raises(training.ModelDirInUse, match="bn_batches: 'joint' then, 'separate' now"):
+        with pytest.raises(training.ModelDirInUse, match="--bn_batches: joint then, separate now"):
             training.prepare_model_dir(config)
+
+
+def _config(tmp_path, **changes):
+    from atalp_tf import training
+    from atalp_tf.attacks import PGDConfig
+    from atalp_tf.datasets import DataConfig
+
+    values = dict(
+        model_dir=str(tmp_path / "run"), data=DataConfig(name="digits", batch_size=128),
+        train_attack=PGDConfig(0.1, 0.025, 2), eval_attack=PGDConfig(0.1, 0.025, 2),
+    )
+    values.update(changes)
+    return training.TrainConfig(**values)
+
+
+def _fake_run(config, *, checkpoint=True, finished=False):
+    """A run directory as training leaves it: its config, and a checkpoint or a finished model."""
+    from atalp_tf import training
+
+    root = config.model_dir
+    os.makedirs(os.path.join(root, "resume"), exist_ok=True)
+    with open(os.path.join(root, "run_config.json"), "w") as f:
+        json.dump(training._jsonable(config), f)
+    if checkpoint:
+        _checkpoint_in(root)
+    if finished:
+        open(os.path.join(root, "model.keras"), "w").close()
+        os.makedirs(os.path.join(root, "evaluation"))
+        open(os.path.join(root, "evaluation", "evaluation.json"), "w").close()
+
+
+def test_a_run_that_cannot_start_claims_nothing_and_leftovers_never_block(tmp_path):
+    import dataclasses
+
+    from atalp_tf import training
+    from atalp_tf.datasets import DataConfig
+    from atalp_tf.errors import DataError
+
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "b").mkdir()  # empty class folders: the data cannot be read
+    broken = _config(tmp_path, data=DataConfig(name="folder", batch_size=8, data_dir=str(tmp_path / "data"), image_size=8))
+    with pytest.raises(DataError, match="Class folder"):
+        training.run(broken)
+    assert not os.path.exists(os.path.join(broken.model_dir, "run_config.json"))
+    # A directory an older version left with nothing but a configuration does not block the
+    # corrected command either: it starts afresh, saying so.
+    _fake_run(broken, checkpoint=False)
+    plan = training.plan_model_dir(_config(tmp_path))
+    assert plan.action == "new" and "run_config.json" in plan.remove
+    assert "stopped before its first checkpoint" in plan.note
+
+
+def test_overwrite_resumes_an_unfinished_run_and_replaces_a_finished_one_with_its_evaluations(tmp_path):
+    import dataclasses
+
+    from atalp_tf import training
+
+    config = _config(tmp_path, overwrite=True)
+    _fake_run(config)
+    # Repeating a killed --overwrite command must not throw its progress away.
+    assert training.plan_model_dir(config).action == "resume"
+    _fake_run(config, finished=True)
+    plan = training.plan_model_dir(config)
+    assert plan.action == "replace" and "evaluation" in plan.remove
+    lines = []
+    training.claim_model_dir(config, plan, lines.append)
+    assert lines == [plan.note] and lines[0].startswith("Replacing the finished run")
+    assert not os.path.exists(os.path.join(config.model_dir, "evaluation"))
+    assert not os.path.exists(os.path.join(config.model_dir, "model.keras"))
+    with pytest.raises(training.ModelDirInUse, match="finished run"):
+        _fake_run(config, finished=True)
+        training.plan_model_dir(dataclasses.replace(config, overwrite=False))
+
+
+def test_another_configuration_is_refused_naming_the_flags_that_differ(tmp_path):
+    import dataclasses
+
+    from atalp_tf import training
+    from atalp_tf.attacks import PGDConfig
+
+    config = _config(tmp_path)
+    _fake_run(config)
+    other = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, batch_size=8), train_attack=PGDConfig(8 / 255, 2 / 255, 2)
+    )
+    with pytest.raises(training.ModelDirInUse) as refused:
+        training.plan_model_dir(other)
+    message = str(refused.value)
+    assert "--batch_size: 128 then, 8 now" in message
+    assert "--eps: 0.1 then, 8/255 now" in message and "--step_size: 0.025 then, 2/255 now" in message
+    assert "{" not in message and "data:" not in message  # flags, not internal dicts
+
+
+def test_last_and_best_are_attacked_from_the_same_random_starts(standard_model, digits16):
+    from atalp_tf import training
+    from atalp_tf.attacks import PGDConfig
+
+    _, _, x, y = digits16
+    dataset = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(32)
+    standard_model.eval_attack = PGDConfig(0.05, 0.0125, 3)
+    try:
+        first = training._evaluate(standard_model, dataset, seed=0)
+        standard_model.seed_generator.next()  # the generator moved on, as training moves it
+        again = training._evaluate(standard_model, dataset, seed=0)
+    finally:
+        standard_model.eval_attack = None
+    assert first == again

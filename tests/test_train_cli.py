@@ -128,6 +128,74 @@ def test_run_prints_accuracies_and_writes_checkpoints_logs_and_export(quick_run)
     assert results["test_last"]["clean_accuracy"] > 0.2
 
 
+def test_a_run_says_what_it_will_do_and_logs_plain_short_lines(quick_run):
+    model_dir, _, result = quick_run
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Training at_alp with PGD-2 at eps 0.1, step 0.025, 2 epochs, into ")
+    assert lines[1].startswith("  data:  digits, 10 classes (0, 1, 2,")
+    assert "train, " in lines[1] and "val, " in lines[1] and "test; 8x8x1" in lines[1]
+    assert lines[2].startswith("  model: resnet18 width 4, ") and "trainable parameters" in lines[2]
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 2 and "(val " in epochs[0] and " | val " in epochs[0]
+    # Into a pipe: no ANSI codes, no carriage-return bars, lines that fit a terminal.
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert max(len(line.replace(str(model_dir), "RUN")) for line in lines) <= 120
+    # TensorFlow's start-up lines stay hidden without --verbosity.
+    for noise in ("oneDNN", "cuInit", "absl::InitializeLog", "cuda drivers"):
+        assert noise not in result.stderr, result.stderr[:2000]
+    results = json.loads((model_dir / "results.json").read_text())
+    assert results["best_epoch"] in (1, 2)
+    assert f"(best: epoch {results['best_epoch']} by validation PGD accuracy" in result.stdout
+
+
+def test_help_groups_the_flags_and_shows_defaults_as_written():
+    result = _train("--help", timeout=60)
+    assert result.returncode == 0
+    text = result.stdout
+    headings = [line for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert headings == ["data:", "model:", "objective:", "attack:", "optimisation:", "run:"]
+    assert "--eps (default 8/255)" in text and "0.0313" not in text
+    assert text.index("attack:") < text.index("--eps (default") < text.index("optimisation:")
+
+
+def test_cheap_mistakes_are_caught_before_training_and_data_errors_are_one_paragraph(tmp_path):
+    result = _train(f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}", "--architecture=resnet50",
+                    timeout=60)
+    assert "--architecture=resnet50 takes images of at least 32x32" in result.stderr, result.stderr[-2000:]
+    assert "--image_size=32 or more" in result.stderr
+    # A step above eps is allowed but questioned; the data error that follows is one paragraph.
+    (tmp_path / "data" / "only_class").mkdir(parents=True)
+    result = _train(f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}", "--step_size=1/2",
+                    "--dataset=folder", f"--data_dir={tmp_path / 'data'}", "--image_size=16", timeout=120)
+    assert result.returncode == 1
+    said = [line for line in result.stderr.splitlines() if line.strip()]
+    assert said[0].startswith("atalp_tf.train: warning: --step_size=0.5 is larger than --eps=0.1"), said
+    assert said[1].startswith("atalp_tf.train: error: ") and "one sub-directory per class" in said[1], said
+    assert len(said) == 2 and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "run" / "run_config.json")
+
+
+def test_ctrl_c_stops_with_one_line_that_says_how_to_resume(tmp_path):
+    import signal
+
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "atalp_tf.train", f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}",
+         "--image_size=8", "--width=4", "--epochs=200", "--attack_steps=1", "--eval_steps=1", "--verbose=2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    for line in process.stdout:
+        if line.startswith("epoch  2/"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    said = [line for line in stderr.splitlines() if line.strip()]
+    assert len(said) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert "The last checkpoint is" in said[0] and "run the same command to resume" in said[0]
+
+
 def test_saved_model_cli_calls_the_export(quick_run, tmp_path):
     model_dir, _, _ = quick_run
     images = np.random.default_rng(0).random((3, 8, 8, 1)).astype("float32")
