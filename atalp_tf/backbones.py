@@ -9,6 +9,7 @@ import os
 
 import keras
 
+from atalp_tf.errors import WeightsError
 from atalp_tf.preprocessing import CaffePreprocessing
 
 STAGES = ("conv2", "conv3", "conv4", "conv5")
@@ -122,10 +123,14 @@ def keras_resnet(architecture, num_classes, input_shape=(224, 224, 3), weights="
     Args:
         architecture: ``"resnet50"``, ``"resnet101"`` or ``"resnet152"``.
         num_classes: classes of the new head.
-        input_shape: ``(height, width, 3)``; ImageNet weights need 3 channels.
+        input_shape: ``(height, width, channels)``, sides of 32 or more; one channel
+            (grayscale) is repeated into three inside the model.
         weights: ``"imagenet"`` (downloaded by Keras on first use and cached in
             ``~/.keras/models``), ``None`` for random initialisation, or the path to a
             weights file of the headless network (``include_top=False``).
+
+    Raises ``WeightsError`` when the ImageNet weights cannot be downloaded or the file does
+    not fit the network, saying what to do.
     """
     _check_common(num_classes, input_shape)
     if architecture not in _KERAS_RESNETS:
@@ -133,18 +138,21 @@ def keras_resnet(architecture, num_classes, input_shape=(224, 224, 3), weights="
             f"`architecture` must be one of {tuple(_KERAS_RESNETS)}. "
             f"Received: architecture={architecture!r}"
         )
-    if input_shape[-1] != 3:
-        raise ValueError(
-            f"{architecture} takes RGB input. Received: input_shape={input_shape}; "
-            "convert grayscale images to 3 channels in the input pipeline"
-        )
+    if input_shape[-1] not in (1, 3):
+        raise ValueError(f"{architecture} takes RGB or grayscale input. Received: input_shape={input_shape}")
     if weights not in ("imagenet", None) and not os.path.isfile(weights):
         raise ValueError(
             "`weights` must be 'imagenet', None or the path to an existing weights file. "
             f"Received: weights={weights!r}"
         )
     constructor, blocks = _KERAS_RESNETS[architecture]
-    network = constructor(include_top=False, weights=weights, input_shape=input_shape)
+    try:
+        network = constructor(include_top=False, weights=weights, input_shape=(*input_shape[:2], 3))
+    except Exception as error:  # noqa: BLE001 -- Keras raises a bare Exception for a failed download
+        problem = _weights_problem(architecture, weights, error)
+        if problem is None:
+            raise
+        raise WeightsError(problem) from None
     stage_outputs = {
         stage: network.get_layer(f"{stage}_block{count}_out").output
         for stage, count in zip(STAGES, blocks)
@@ -156,6 +164,26 @@ def keras_resnet(architecture, num_classes, input_shape=(224, 224, 3), weights="
     outputs = dict(features)
     outputs["logits"] = _head(features["conv5"], num_classes)
     return keras.Model(inputs, outputs, name=f"{architecture}_classifier")
+
+
+def _weights_problem(architecture, weights, error):
+    """What went wrong loading ``weights`` and what to do, or None for an error of ours."""
+    message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    headless = f"{architecture}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    if weights == "imagenet":
+        if "URL fetch failure" in message or isinstance(error, OSError):
+            return (
+                f"--weights=imagenet downloads {headless} from storage.googleapis.com on first use, "
+                f"and that failed ({message}). On a machine without network, fetch that file "
+                "elsewhere and pass --weights=/path/to/it (or copy it into ~/.keras/models/)"
+            )
+        return None
+    if isinstance(error, (ValueError, OSError)):
+        return (
+            f"--weights={weights} does not fit {architecture} ({message}); give the headless "
+            f"ImageNet weights of this network ({headless}) or --weights=none"
+        )
+    return None
 
 
 def build(architecture, num_classes, input_shape, *, weights=None, width=64, synchronized_bn=False):

@@ -61,23 +61,55 @@ def test_keras_resnet_reads_the_last_block_of_each_stage(architecture, blocks):
     assert outputs["logits"].shape == (1, 4)
 
 
-def test_keras_resnet_loads_a_weights_file(tmp_path):
-    # Stands in for the ImageNet download: a headless ResNet-50's weights written to a file.
+@pytest.fixture(scope="module")
+def resnet50_weights(tmp_path_factory):
+    """Stands in for the ImageNet download: a headless ResNet-50's weights written to a file."""
     source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
     kernel = source.get_layer("conv1_conv").kernel
     kernel.assign(np.random.default_rng(0).normal(size=kernel.shape).astype("float32"))
-    path = str(tmp_path / "resnet50_notop.weights.h5")
+    path = str(tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5")
     source.save_weights(path)
+    return path, kernel.numpy()
 
+
+def test_keras_resnet_loads_a_weights_file(resnet50_weights):
+    path, kernel = resnet50_weights
     model = backbones.keras_resnet("resnet50", 5, (32, 32, 3), weights=path)
     loaded = model.get_layer("resnet50").get_layer("conv1_conv").kernel.numpy()
-    np.testing.assert_array_equal(loaded, kernel.numpy())
+    np.testing.assert_array_equal(loaded, kernel)
 
 
-def test_keras_resnet_rejects_missing_weights_file_and_gray_input(tmp_path):
+def test_grayscale_input_goes_through_imagenet_weights_as_three_equal_channels(resnet50_weights):
+    path, _ = resnet50_weights
+    gray = backbones.keras_resnet("resnet50", 5, (32, 32, 1), weights=path)
+    rgb = backbones.keras_resnet("resnet50", 5, (32, 32, 3), weights=path)
+    rgb.get_layer("logits").set_weights(gray.get_layer("logits").get_weights())
+    image = np.random.default_rng(1).random((2, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(
+        gray(image)["logits"], rgb(np.repeat(image, 3, axis=-1))["logits"], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_weights_that_do_not_fit_or_cannot_be_downloaded_say_what_to_do(resnet50_weights, monkeypatch):
+    from atalp_tf.errors import WeightsError
+
+    path, _ = resnet50_weights
+    with pytest.raises(WeightsError) as wrong:
+        backbones.keras_resnet("resnet101", 5, (32, 32, 3), weights=path)
+    message = str(wrong.value)
+    assert message.startswith(f"--weights={path} does not fit resnet101")
+    assert "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and len(message) < 700
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] Temporary failure")
+
+    monkeypatch.setitem(backbones._KERAS_RESNETS, "resnet50", (offline, (3, 4, 6, 3)))
+    with pytest.raises(WeightsError, match="On a machine without network, fetch that file elsewhere and pass --weights"):
+        backbones.keras_resnet("resnet50", 5, (32, 32, 3), weights="imagenet")
+
+
+def test_keras_resnet_rejects_a_missing_weights_file_and_other_architectures(tmp_path):
     with pytest.raises(ValueError, match="existing weights file"):
         backbones.keras_resnet("resnet50", 5, (32, 32, 3), weights=str(tmp_path / "nope.h5"))
-    with pytest.raises(ValueError, match="takes RGB input"):
-        backbones.keras_resnet("resnet50", 5, (32, 32, 1), weights=None)
     with pytest.raises(ValueError, match="Received: architecture='resnet34'"):
         backbones.keras_resnet("resnet34", 5, (32, 32, 3), weights=None)

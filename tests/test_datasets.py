@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 import pytest
 from PIL import Image
 
@@ -25,7 +26,9 @@ def _flowers(tmp_path, seed=0, root=FLOWERS17, **kwargs):
     config = datasets.DataConfig(
         "flowers17", batch_size=32, data_dir=str(root), image_size=32, seed=seed, **kwargs
     )
-    return datasets.load(config, workdir=str(tmp_path))
+    # As a training run does: read a split saved before, or save the one drawn now.
+    data = datasets.load(config, workdir=str(tmp_path))
+    return datasets.save_split(data, str(tmp_path / "split.json"))
 
 
 def _split_lists(tmp_path):
@@ -238,3 +241,57 @@ def test_class_count_that_does_not_match_the_model_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="set up for 5 classes .* has 10: 0, 1, 2"):
         training.run(config)
+
+
+def _cifar_batches(root, per_batch=12):
+    """Six CIFAR-10 batches in the official pickle format, small."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (per_batch, 3072), np.uint8),
+                 b"labels": [i % 10 for i in range(per_batch)]}
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_cifar10_reads_a_local_copy_unpacked_or_as_the_archive(tmp_path, packed):
+    import tarfile
+
+    _cifar_batches(tmp_path / "cifar-10-batches-py")
+    root = tmp_path
+    if packed:
+        root = tmp_path / "download"
+        root.mkdir()
+        with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+            tar.add(tmp_path / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    data = datasets.load(datasets.DataConfig("cifar10", batch_size=8, data_dir=str(root)))
+    assert data.sizes == {"train": 50, "val": 10, "test": 12} and data.image_shape == (32, 32, 3)
+    assert data.class_names[0] == "airplane"
+    images, labels = next(iter(data.test))
+    assert images.shape == (8, 32, 32, 3) and labels.numpy().tolist() == list(range(8))
+
+
+def test_cifar10_offline_says_where_to_get_it(monkeypatch):
+    from atalp_tf.errors import DataError
+
+    def offline():
+        raise Exception("URL fetch failure on https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz: None -- [Errno -3]")
+
+    monkeypatch.setattr(tf.keras.datasets.cifar10, "load_data", offline)
+    with pytest.raises(DataError, match="pass --data_dir=DIR holding it: data/README.md says how"):
+        datasets.load(datasets.DataConfig("cifar10", batch_size=8))
+
+
+def test_a_class_too_small_for_every_split_is_noted_with_its_counts(tmp_path):
+    from PIL import Image
+
+    for name, count in (("big", 10), ("tiny", 2)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / name / f"{i}.png")
+    data = datasets.load(datasets.DataConfig("folder", batch_size=2, data_dir=str(tmp_path), image_size=8))
+    assert len(data.notes) == 1
+    assert data.notes[0].startswith("class 'tiny' has 2 images (") and "0 " in data.notes[0]

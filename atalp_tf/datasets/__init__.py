@@ -5,7 +5,9 @@ Pixels are float32 in [0, 1], the range every model and attack in the package wo
 Sources (``DataConfig.name``):
 
 * ``digits``: scikit-learn's bundled handwritten digits (offline; the quickstart's);
-* ``cifar10``: CIFAR-10 through ``keras.datasets`` (downloaded by Keras on first use);
+* ``cifar10``: CIFAR-10 through ``keras.datasets`` (downloaded by Keras on first use), or from
+  ``data_dir`` holding ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/``
+  (a machine without network);
 * ``flowers17``: the Oxford 17 Flowers in its official layout under ``data_dir``; its
   ``datasplits.mat`` is used when present, otherwise a seeded stratified 40/20/20 split;
 * ``folder``: a class-per-folder tree under ``data_dir`` (Dogs-vs-Cats' PetImages, the
@@ -14,18 +16,24 @@ Sources (``DataConfig.name``):
   stratified 70/10/20 split;
 * ``tfds:NAME``: any TensorFlow Datasets image classification set (needs tensorflow-datasets).
 
-Splits drawn from a seed are written to ``<workdir>/split.json`` and read back from there (or
-from ``split_file``) on later runs, so a run can always be repeated on the same images.
+Splits drawn from a seed are read back from ``<workdir>/split.json`` (or ``split_file``) when
+one exists; otherwise ``Splits.drawn`` holds the drawn split and ``save_split`` writes it (a
+training run does that once its directory is claimed), so a run can always be repeated on the
+same images. A class too small to appear in every split is reported in ``Splits.notes``.
 """
 
 import dataclasses
 import json
 import os
+import pickle
+import tarfile
 
 import numpy as np
 import tensorflow as tf
 
 from atalp_tf.choices import BAD_IMAGE_POLICIES
+from atalp_tf.errors import DataError
+from atalp_tf.errors import MissingPath
 from atalp_tf.datasets import digits
 from atalp_tf.datasets import folders
 from atalp_tf.datasets import pipeline
@@ -79,6 +87,8 @@ class Splits:
     sizes: dict
     skipped: tuple = ()  # (path, reason) of unreadable files left out
     split_path: str | None = None
+    drawn: tuple | None = None  # (root, parts, class names) of a split drawn here, not yet saved
+    notes: tuple = ()  # things a user should know, such as classes missing from a split
 
     @property
     def train(self):
@@ -93,13 +103,58 @@ def _resize_arrays(images, image_size):
     return tf.clip_by_value(resized, 0.0, 1.0).numpy()
 
 
-def _cifar10_arrays():
-    (x_train, y_train), (x_test, y_test) = tf.keras.datasets.cifar10.load_data()
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+def _cifar10_batch(handle):
+    batch = pickle.load(handle, encoding="bytes")
+    images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, np.asarray(batch[b"labels"], np.int32)
+
+
+def _cifar10_local(data_dir):
+    """The six batches from ``data_dir``: cifar-10-python.tar.gz, or the folder it unpacks to."""
+    archive = os.path.join(data_dir, "cifar-10-python.tar.gz")
+    for folder in (data_dir, os.path.join(data_dir, "cifar-10-batches-py")):
+        if all(os.path.isfile(os.path.join(folder, name)) for name in _CIFAR10_BATCHES):
+            batches = []
+            for name in _CIFAR10_BATCHES:
+                with open(os.path.join(folder, name), "rb") as f:
+                    batches.append(_cifar10_batch(f))
+            return batches
+    if os.path.isfile(archive):
+        with tarfile.open(archive, "r:gz") as tar:
+            members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+            if all(name in members for name in _CIFAR10_BATCHES):
+                return [_cifar10_batch(tar.extractfile(members[name])) for name in _CIFAR10_BATCHES]
+    raise MissingPath(
+        f"--data_dir {data_dir} holds neither cifar-10-python.tar.gz nor the batches it unpacks to "
+        f"({', '.join(_CIFAR10_BATCHES)}); download the archive as data/README.md says, or leave "
+        "--data_dir out to let Keras download it"
+    )
+
+
+def _cifar10_arrays(data_dir=None):
+    if data_dir:
+        batches = _cifar10_local(data_dir)
+    else:
+        try:
+            (x_train, y_train), (x_test, y_test) = tf.keras.datasets.cifar10.load_data()
+        except Exception as error:  # noqa: BLE001 -- Keras raises a bare Exception when offline
+            raise DataError(
+                "CIFAR-10 is downloaded by Keras on first use from www.cs.toronto.edu, and that "
+                f"failed ({str(error).splitlines()[0][:200]}). On a machine without network, "
+                "download cifar-10-python.tar.gz elsewhere and pass --data_dir=DIR holding it: "
+                "data/README.md says how"
+            ) from None
+        batches = [(x_train[i : i + 10000], y_train[i : i + 10000].ravel()) for i in range(0, 50000, 10000)]
+        batches.append((x_test, y_test.ravel()))
     # Kept as uint8 (180 MB, not 720 MB); the pipeline converts each image to [0, 1].
-    images = np.concatenate([x_train, x_test])
-    labels = np.concatenate([y_train, y_test]).ravel().astype(np.int32)
-    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-    return images, labels, classes, len(x_train)
+    images = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches]).astype(np.int32)
+    train_size = sum(len(b[1]) for b in batches[:-1])
+    return images, labels, CIFAR10_CLASSES, train_size
 
 
 def _array_splits(config):
@@ -109,7 +164,7 @@ def _array_splits(config):
         train, val, test = stratified_split(labels, (0.7, 0.1, 0.2), config.seed)
         augment = "none"
     else:
-        images, labels, classes, n_train = _cifar10_arrays()
+        images, labels, classes, n_train = _cifar10_arrays(config.data_dir)
         # The official test set stays the test set; 10% of the training set validates.
         train, val = stratified_split(labels[:n_train], (0.9, 0.1), config.seed)
         test = np.arange(n_train, len(labels))
@@ -157,22 +212,24 @@ def _write_split(path, root, parts, class_names):
 
 
 def _file_parts(config, workdir):
-    """{part: (paths, labels)}, class names, and where the split is written (if anywhere)."""
+    """{part: (paths, labels)}, class names, the split file read (if any), and the split drawn
+    here from the seed, to be saved (or None)."""
     root = config.data_dir
     if not root:
-        raise ValueError(f"dataset {config.name!r} reads files: give their directory (--data_dir)")
+        raise DataError(f"dataset {config.name!r} reads files: give their directory (--data_dir)")
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"--data_dir {root} does not exist")
+        raise MissingPath(f"--data_dir {root} does not exist")
     split_path = config.split_file or (workdir and os.path.join(workdir, "split.json"))
     if split_path and os.path.exists(split_path):
         parts, class_names = _read_split(split_path, root)
-        return parts, class_names, split_path
+        return parts, class_names, split_path, None
 
+    drawn = True
     if config.name == "flowers17":
         paths, labels, class_names = folders.flowers17_files(root)
         mat = os.path.join(root, "datasplits.mat")
         if os.path.exists(mat):
-            indices, split_path = folders.flowers17_official_split(mat, config.split_index), None
+            indices, drawn = folders.flowers17_official_split(mat, config.split_index), False
         else:
             indices = stratified_split(labels, (0.5, 0.25, 0.25), config.seed)
     else:
@@ -180,16 +237,37 @@ def _file_parts(config, workdir):
         if os.path.isdir(subtrees["train"]) and (
             os.path.isdir(subtrees["val"]) or os.path.isdir(subtrees["test"])
         ):
-            return (*_predefined_folder_parts(subtrees), None)
+            return (*_predefined_folder_parts(subtrees), None, None)
         paths, labels, class_names = folders.class_folder_tree(root)
         indices = stratified_split(labels, (0.7, 0.1, 0.2), config.seed)
     paths = np.asarray(paths)
     parts = {
         part: (list(paths[idx]), labels[idx]) for part, idx in zip(("train", "val", "test"), indices)
     }
-    if split_path:
-        _write_split(split_path, root, parts, class_names)
-    return parts, class_names, split_path
+    return parts, class_names, None, (root, parts, class_names) if drawn else None
+
+
+def save_split(data, path):
+    """Writes the split that ``data`` drew from its seed to ``path``; returns ``data`` with
+    ``split_path`` set (unchanged if nothing was drawn)."""
+    if data.drawn is None:
+        return data
+    _write_split(path, *data.drawn)
+    return dataclasses.replace(data, split_path=path, drawn=None)
+
+
+def _small_classes(parts, class_names):
+    """Notes on classes absent from a split, with each class's counts per split."""
+    notes = []
+    for label, name in enumerate(class_names):
+        counts = {part: int(np.sum(np.asarray(labels) == label)) for part, (_, labels) in parts.items()}
+        if 0 in counts.values():
+            shown = ", ".join(f"{n} {part}" for part, n in counts.items())
+            notes.append(
+                f"class {name!r} has {sum(counts.values())} images ({shown}): too few to appear in "
+                "every split, so its accuracy is not measured in all of them; add images or drop the class"
+            )
+    return tuple(notes)
 
 
 def _predefined_folder_parts(subtrees):
@@ -199,7 +277,7 @@ def _predefined_folder_parts(subtrees):
         if os.path.isdir(subtrees[part]):
             paths, labels, part_classes = folders.class_folder_tree(subtrees[part])
             if part_classes != classes:
-                raise ValueError(
+                raise DataError(
                     f"{subtrees[part]} has classes {list(part_classes)} but {subtrees['train']} "
                     f"has {list(classes)}; both need the same class folders"
                 )
@@ -224,14 +302,14 @@ def _drop_unreadable(parts, policy):
 
 def _file_splits(config, workdir):
     if not config.image_size:
-        raise ValueError(f"dataset {config.name!r} needs an image size (--image_size)")
+        raise DataError(f"dataset {config.name!r} needs an image size (--image_size)")
     if config.bad_images not in BAD_IMAGE_POLICIES:
         raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}. Received: {config.bad_images!r}")
-    parts, class_names, split_path = _file_parts(config, workdir)
+    parts, class_names, split_path, drawn = _file_parts(config, workdir)
     parts, skipped = _drop_unreadable(parts, config.bad_images)
     for part, (paths, _) in parts.items():
         if not paths:
-            raise ValueError(f"The {part} split of {config.data_dir} has no readable images")
+            raise DataError(f"The {part} split of {config.data_dir} has no readable images")
     augment = "resized_crop" if config.augment == "auto" else config.augment
     train_prepare, eval_prepare = pipeline.file_preparation(augment, config.image_size)
 
@@ -249,7 +327,8 @@ def _file_splits(config, workdir):
         test=evaluation("test"),
         num_classes=len(class_names), image_shape=(config.image_size, config.image_size, 3),
         class_names=class_names, sizes={part: len(parts[part][0]) for part in parts},
-        skipped=skipped, split_path=split_path,
+        skipped=skipped, split_path=split_path, drawn=drawn,
+        notes=_small_classes(parts, class_names),
     )
 
 

@@ -5,6 +5,9 @@ import re
 
 import numpy as np
 
+from atalp_tf.errors import DataError
+from atalp_tf.errors import MissingPath
+
 FLOWERS17_CLASSES = (
     "daffodil", "snowdrop", "lily_valley", "bluebell", "crocus", "iris", "tigerlily", "tulip",
     "fritillary", "sunflower", "daisy", "colts_foot", "dandelion", "cowslip", "buttercup",
@@ -24,10 +27,10 @@ def class_folder_tree(root):
     reports a stray file by its path instead of skipping it silently.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"Dataset directory {root} does not exist")
+        raise MissingPath(f"Dataset directory {root} does not exist")
     classes = [c for c in _visible(os.listdir(root)) if os.path.isdir(os.path.join(root, c))]
     if len(classes) < 2:
-        raise ValueError(
+        raise DataError(
             f"{root} should hold one sub-directory per class (at least 2); found "
             f"{len(classes)}: {classes}"
         )
@@ -41,7 +44,7 @@ def class_folder_tree(root):
         paths += [os.path.join(folder, f) for f in files]
         labels += [label] * len(files)
     if empty:
-        raise ValueError(
+        raise DataError(
             f"Class folder(s) with no files: {', '.join(empty)}. Every class needs images; "
             "remove the empty folders or add images to them"
         )
@@ -56,7 +59,7 @@ def flowers17_files(root):
     """
     folder = os.path.join(root, "jpg") if os.path.isdir(os.path.join(root, "jpg")) else root
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"17 Flowers directory {root} does not exist")
+        raise MissingPath(f"17 Flowers directory {root} does not exist")
     pattern = re.compile(r"^image_(\d{4})\.jpg$")
     numbered = sorted(
         (int(m.group(1)), name) for name in os.listdir(folder) if (m := pattern.match(name))
@@ -65,7 +68,7 @@ def flowers17_files(root):
     numbers = [n for n, _ in numbered]
     if numbers != list(range(1, expected + 1)):
         missing = sorted(set(range(1, expected + 1)) - set(numbers))
-        raise ValueError(
+        raise DataError(
             f"{folder} should hold image_0001.jpg .. image_{expected:04d}.jpg (the official "
             f"17 Flowers layout); found {len(numbers)} such files"
             + (f", missing e.g. image_{missing[0]:04d}.jpg" if missing else "")

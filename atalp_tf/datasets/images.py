@@ -11,12 +11,14 @@ import os
 import numpy as np
 from PIL import Image
 
+from atalp_tf.errors import DataError
+
 # Extensions listed as images; any other (non-hidden) file in a class folder is reported as
 # "not an image" rather than silently ignored, so a stray file is never mistaken for data.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-class BadImagesError(ValueError):
+class BadImagesError(DataError):
     """Some files could not be read; ``bad`` lists ``(path, reason)`` pairs."""
 
     def __init__(self, bad, hint):
