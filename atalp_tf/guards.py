@@ -15,6 +15,8 @@ import warnings
 
 import keras
 
+from atalp_tf.errors import Advice
+
 ACTIONS = ("stop", "warn")
 
 
@@ -70,4 +72,4 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
                     f"; training stopped with the weights of epoch {self.best_epoch + 1}. "
                     "Use a smaller step, --attack=pgd, or --overfit_guard=warn to go on"
                 )
-            warnings.warn(message, stacklevel=2)
+            warnings.warn(Advice(message), stacklevel=2)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from atalp_tf import attacks
+from atalp_tf.errors import MissingPath
 from atalp_tf.backbones import STAGES
 from atalp_tf.losses import attention_map
 
@@ -46,7 +47,7 @@ def find_mask(image_path, mask_dir):
         candidate = os.path.join(mask_dir, stem + extension)
         if os.path.isfile(candidate):
             return candidate
-    raise FileNotFoundError(f"No mask for {image_path} in {mask_dir} (expected {stem}.png or similar)")
+    raise MissingPath(f"No mask for {image_path} in {mask_dir} (expected {stem}.png or similar)")
 
 
 def load_mask(path, size):

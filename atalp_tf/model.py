@@ -64,6 +64,7 @@ from atalp_tf.choices import CLEAN_CE_METHODS
 from atalp_tf.choices import METHODS
 from atalp_tf.choices import PAIRED_METHODS
 from atalp_tf.choices import TRAIN_ATTACKS
+from atalp_tf.errors import Advice
 _FGSM_STEP_WARNING = "FGSM training with a step"
 
 
@@ -156,12 +157,12 @@ class RobustClassifier(keras.Model):
         if int(free_replays) != free_replays or free_replays < 1:
             raise ValueError(f"`free_replays` must be a positive integer. Received: free_replays={free_replays}")
         if attack == "fgsm_rs" and train_attack.step_size > 1.25 * train_attack.eps * (1 + 1e-6):
-            warnings.warn(
+            message = (
                 f"{_FGSM_STEP_WARNING} of {train_attack.step_size:.4g} > 1.25 * eps "
                 f"({1.25 * train_attack.eps:.4g}) often overfits catastrophically (Wong et al. 2020): "
-                "robust accuracy collapses to near 0 within an epoch; use a step of 1.25 * eps or less",
-                stacklevel=2,
+                "robust accuracy collapses to near 0 within an epoch; use a step of 1.25 * eps or less"
             )
+            warnings.warn(Advice(message), stacklevel=2)
         try:
             outputs = backbone.output
         except AttributeError:  # a model that was never called on a keras.Input

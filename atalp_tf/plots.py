@@ -35,27 +35,35 @@ def _show(axis, image):
     axis.set_yticks([])
 
 
-def attention_grid(path, image, rows, stages):
-    """One row per (model, clean/adversarial): the input, then each stage's map over it.
+def attention_grid(path, image, rows, stages, title=None):
+    """One row per (model, clean/adversarial): the input, then each stage's map over it, with a
+    colour bar for the maps (each scaled to its own maximum) and ``title`` above.
 
     ``rows`` is a list of ``(title, pixels, {stage: map})``.
     """
     plt = require_matplotlib()
     figure, axes = plt.subplots(
-        len(rows), len(stages) + 1, figsize=(2.2 * (len(stages) + 1), 2.2 * len(rows)), squeeze=False
+        len(rows), len(stages) + 1, figsize=(2.2 * (len(stages) + 1) + 0.8, 2.2 * len(rows) + 0.5),
+        squeeze=False,
     )
     size = image.shape[:2]
-    for row, (title, pixels, maps) in zip(axes, rows):
+    shown = None
+    for row, (name, pixels, maps) in zip(axes, rows):
         _show(row[0], pixels)
-        row[0].set_ylabel(title, fontsize=8)
+        row[0].set_ylabel(name, fontsize=8)
         for axis, stage in zip(row[1:], stages):
             _show(axis, pixels)
             overlay = _upsample(maps[stage], size)
-            axis.imshow(overlay / max(overlay.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            shown = axis.imshow(overlay / max(overlay.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
     for axis, stage in zip(axes[0][1:], stages):
         axis.set_title(stage, fontsize=9)
     axes[0][0].set_title("input", fontsize=9)
-    figure.tight_layout()
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout(rect=(0, 0, 0.9, 0.95 if title else 1))
+    if shown is not None:
+        bar = figure.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+        bar.set_label("attention / its maximum", fontsize=8)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 

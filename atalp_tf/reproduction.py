@@ -17,16 +17,20 @@ training run resumes from its checkpoint (``atalp_tf.training``).
 
 import dataclasses
 import json
+import math
 import os
 import time
 
+from atalp_tf import choices
 from atalp_tf import datasets
+from atalp_tf import pixels
 from atalp_tf import plots
 from atalp_tf import robustness
-from atalp_tf import robustness_checks
 from atalp_tf import robustness_report
 from atalp_tf import runs
 from atalp_tf import training
+from atalp_tf.errors import MissingPath
+from atalp_tf.errors import OutputExists
 from atalp_tf.export import load_classifier
 
 
@@ -72,7 +76,7 @@ def _train(config, timing, name, log):
 # Where each checkpoint's evaluation goes in its model_dir: the last epoch's (model.keras) and
 # the best validation epoch's (checkpoints/best.keras; Rice et al.: robust overfitting can put
 # several points between them).
-EVALUATIONS = {"last": "evaluation", "best": "evaluation_best"}
+EVALUATIONS = dict(zip(("last", "best"), choices.RUN_EVALUATIONS))
 
 
 def _evaluate(suite, config, source_file, log, checkpoint="last"):
@@ -89,21 +93,16 @@ def _evaluate(suite, config, source_file, log, checkpoint="last"):
     model = load_classifier(model_file, num_classes=data.num_classes, image_shape=data.image_shape)
     source = load_classifier(source_file) if source_file else None
     specs = _plan(suite, source is not None, data.num_classes)
-    batches = data.test.unbatch().take(suite.evaluation.num_examples).batch(suite.evaluation.batch_size)
+    count = min(suite.evaluation.num_examples, data.sizes["test"])
+    batches = data.test.unbatch().take(count).batch(suite.evaluation.batch_size)
     log(f"[{name}] evaluating {len(specs)} attacks")
-    report = robustness.evaluate(
-        robustness.logits_of(model), batches, specs,
-        source=robustness.logits_of(source) if source is not None else None,
-        seed=config.seed, num_classes=data.num_classes,
+    _, _, values, _ = robustness_report.evaluate_into(
+        out, robustness.logits_of(model), batches, specs,
+        source=robustness.logits_of(source) if source is not None else None, seed=config.seed,
+        num_classes=data.num_classes, num_batches=math.ceil(count / suite.evaluation.batch_size),
+        title=f"{suite.name} / {name}", context=dict(model=model_file, source_model=source_file),
+        log=log, figure=False,
     )
-    checks = robustness_checks.run_checks(report)
-    for line in robustness_report.table(report, checks, f"{suite.name} / {name}"):
-        log(line)
-    os.makedirs(out, exist_ok=True)
-    robustness_report.write_csv(os.path.join(out, "evaluation.csv"), report)
-    values = robustness_report.to_json(report, checks, model=model_file, source_model=source_file)
-    with open(path, "w") as f:
-        json.dump(values, f, indent=2)
     return values
 
 
@@ -121,7 +120,7 @@ def _columns(suite, evaluation):
     for box in ("gray", "black"):
         for a in attacks:
             if a["box"] == box and a["steps"] == longest:
-                columns[f"{box}-box eps={robustness.describe_eps(a['eps'])}"] = a["accuracy"]
+                columns[f"{box}-box eps={pixels.fraction(a['eps'])}"] = a["accuracy"]
     return columns
 
 
@@ -175,7 +174,7 @@ def _figure(out_dir, rows):
     for method, evaluation in rows.items():
         for a in evaluation["attacks"]:
             if a["attack"] == "pgd":
-                curves = panels.setdefault(f"eps {robustness.describe_eps(a['eps'])}", {})
+                curves = panels.setdefault(f"eps {pixels.fraction(a['eps'])}", {})
                 curves.setdefault(f"{method} {a['box']}-box", []).append((a["steps"], a["accuracy"]))
     try:
         plots.accuracy_panels(os.path.join(out_dir, "accuracy_vs_iterations.png"), panels)
@@ -191,11 +190,11 @@ def part_images(data_dir, mask_dir, max_images):
     from atalp_tf.inspection import find_mask
 
     if not mask_dir or not os.path.isdir(mask_dir):
-        raise FileNotFoundError(
+        raise MissingPath(
             f"Table 3 needs a folder of part masks (--mask_dir), named like the images; got {mask_dir!r}"
         )
     if not data_dir or not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"Table 3 reads its images from --data_dir; got {data_dir!r}")
+        raise MissingPath(f"Table 3 reads its images from --data_dir; got {data_dir!r}")
     stems = {os.path.splitext(n)[0] for n in os.listdir(mask_dir) if n.lower().endswith(IMAGE_EXTENSIONS)}
     paths = []
     for root, _, files in os.walk(data_dir):
@@ -204,7 +203,7 @@ def part_images(data_dir, mask_dir, max_images):
         paths += [os.path.join(root, n) for n in files
                   if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.splitext(n)[0] in stems]
     if not paths:
-        raise FileNotFoundError(
+        raise MissingPath(
             f"No image under {data_dir} has a mask in {mask_dir}: a mask must be named like its "
             "image (image_0001.jpg -> image_0001.png)"
         )
@@ -274,7 +273,7 @@ def run_suite(suite, out_dir, *, data_overrides=None, log=print, mask_dir=None, 
     if os.path.isfile(settings_path):
         with open(settings_path) as f:
             if json.load(f) != settings:
-                raise training.ModelDirInUse(
+                raise OutputExists(
                     f"{out_dir} holds a run of other settings (settings.json); choose another --out_dir"
                 )
     with open(settings_path, "w") as f:

@@ -17,6 +17,7 @@ under an unbounded PGD (eps covering the whole pixel range), which must be near 
 
 import dataclasses
 import math
+import time
 
 import keras
 import numpy as np
@@ -26,20 +27,17 @@ from atalp_tf import apgd
 from atalp_tf import attacks
 from atalp_tf import autoattack
 from atalp_tf import fab
+from atalp_tf import pixels
 from atalp_tf import rays
 from atalp_tf import square
 from atalp_tf.backbones import walk_layers
 from atalp_tf.choices import ATTACKS
 from atalp_tf.choices import DEFAULT_ATTACKS
+from atalp_tf.errors import DataError
+from atalp_tf.errors import UserError
 
 GRADIENT_ATTACKS = ("fgsm", "pgd", "pgd_targeted", "apgd_ce", "apgd_t", "fab_t")
 GRADIENT_FREE_ATTACKS = ("square", "rays")  # scores only; labels only
-
-
-def describe_eps(eps):
-    """``8/255`` when eps is a whole number of 255ths, else the number: reports show both units."""
-    in_255 = eps * 255
-    return f"{round(in_255)}/255" if abs(in_255 - round(in_255)) < 1e-6 else f"{eps:.4g}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +111,7 @@ class AttackSpec:
             label += f"x{self.restarts}"
         if self.transfer:
             label = "transfer " + label
-        return f"{label} eps={describe_eps(self.eps)}"
+        return f"{label} eps={pixels.fraction(self.eps)}"
 
     def to_dict(self):
         values = dataclasses.asdict(self)
@@ -185,7 +183,10 @@ def straight_through(model, layer_names):
     for name in layer_names:
         layer = next((layer for layer in walk_layers(model) if layer.name == name), None)
         if layer is None:
-            raise ValueError(f"BPDA: the model has no layer named {name!r}")
+            raise UserError(
+                f"--bpda={name}: the model has no layer of that name; its layers are "
+                f"{', '.join(layer.name for layer in walk_layers(model))}"
+            )
         forward = layer.call
 
         def call(inputs, *args, _forward=forward, _name=name, **kwargs):
@@ -323,7 +324,7 @@ class Report:
                     if self.clean_correct[i] and not self.robust[spec.name][i]:
                         component = self.breakers.get(spec.name)
                         broken.append(spec.name + (f" ({component[i]})" if component is not None else ""))
-                key = describe_eps(eps)
+                key = pixels.fraction(eps)
                 row["robust"][key] = bool(self.clean_correct[i]) and not broken
                 row["broken_by"][key] = broken
             rows.append(row)
@@ -408,7 +409,58 @@ class _Probes:
         }
 
 
-def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, progress=None):
+def passes(spec, num_classes):
+    """``(gradient passes, forward passes)`` one batch costs ``spec``: an upper bound for the
+    attacks that stop early on broken examples (Square, RayS, AutoAttack's later parts)."""
+    targets = min(spec.num_targets, max(num_classes - 1, 1))
+    steps, runs = spec.steps, spec.restarts
+    if spec.attack == "fgsm":
+        return 1, 1
+    if spec.attack in ("pgd", "pgd_targeted"):
+        return steps * runs, runs
+    if spec.attack == "apgd_ce":
+        return steps + 1, 1
+    if spec.attack == "apgd_t":
+        return (steps + 1) * targets, targets + 1
+    if spec.attack == "fab_t":
+        return steps * targets, steps * targets + targets + 1
+    if spec.attack in ("square", "rays"):
+        return 0, steps + 1
+    apgd_targets = targets if num_classes >= 4 else 0  # autoattack
+    return (steps + 1) * (1 + apgd_targets) + steps * targets, steps * targets + spec.queries + 4
+
+
+def _pass_seconds(target, images, labels):
+    """Seconds of one input-gradient pass and one forward pass on this batch, compiled."""
+    gradient = tf.function(
+        lambda x, y: attacks.input_gradient(target, x, lambda z: attacks.cross_entropy(y, z))[2]
+    )
+    forward = tf.function(target)
+    seconds = []
+    for fn, args in ((gradient, (images, labels)), (forward, (images,))):
+        fn(*args)  # trace and warm up
+        started = time.time()
+        for _ in range(3):
+            np.asarray(fn(*args))
+        seconds.append((time.time() - started) / 3)
+    return seconds
+
+
+def estimate_seconds(specs, target, images, labels, num_batches, num_classes, source=None):
+    """A time for the whole plan on ``num_batches`` batches like this one, from the passes each
+    attack makes and the measured time of a pass (compilation not included)."""
+    times = {False: _pass_seconds(target, images, labels)}
+    if source is not None and any(s.transfer for s in specs):
+        times[True] = _pass_seconds(source, images, labels)
+    total = 0.0
+    for spec in specs:
+        gradients, forwards = passes(spec, num_classes)
+        gradient_seconds, forward_seconds = times[spec.transfer]
+        total += gradients * gradient_seconds + forwards * forward_seconds
+    return total * num_batches
+
+
+def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, log=None, num_batches=None):
     """Runs ``specs`` on every batch and returns a ``Report``.
 
     Args:
@@ -417,13 +469,17 @@ def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, p
         specs: ``AttackSpec`` list (``plan``); transfer specs need ``source``.
         source: logits function of the black-box source model.
         num_classes: classes of the target (read from its output when None).
-        progress: optional callable ``(done_examples)`` after each batch.
+        log: optional callable of a line: an estimate of the whole before the first batch
+            (with ``num_batches``), each attack's accuracy and time on the first batch, and a
+            line per later batch.
+        num_batches: how many batches ``batches`` holds, for the estimate.
     """
     if any(s.transfer for s in specs) and source is None:
         raise ValueError("The plan has black-box (transfer) attacks but no source model was given")
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"The plan names an attack twice: {sorted(n for n in names if names.count(n) > 1)}")
+    log = log or (lambda line: None)
     predict = _predict(target)
     longest = max([s.steps for s in specs if s.attack in ("pgd", "apgd_ce")] or [20])
     probes = _Probes(target, min(max(longest, 20), 100))
@@ -432,26 +488,37 @@ def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, p
     }
     rng = np.random.default_rng(seed)
     labels_all, clean_all, robust = [], [], {n: [] for n in names}
-    for images, labels in batches:
+    started = time.time()
+    for index, (images, labels) in enumerate(batches):
         images = tf.convert_to_tensor(images, tf.float32)
         labels = np.asarray(labels, np.int32)
         if num_classes is None:
             num_classes = int(target(images[:1]).shape[-1])
+        if index == 0 and num_batches:
+            estimate = estimate_seconds(specs, target, images, tf.constant(labels), num_batches, num_classes, source)
+            log(f"{len(specs)} attacks on {num_batches} batch(es) of up to {len(labels)} examples: about "
+                f"{_duration(estimate)} (an upper bound for Square, RayS and AutoAttack, which stop on broken "
+                "examples; plus compilation)")
         clean = predict(images).numpy() == labels
         targets = tf.constant(_random_targets(labels, num_classes, rng))
         for spec in specs:
             ok = clean.copy()
+            attack_started = time.time()
             for restart in range(spec.restarts):
                 adversarial = compiled[spec.name](images, tf.constant(labels), targets, tf.constant(restart))
                 ok &= predict(adversarial).numpy() == labels
             robust[spec.name].append(ok)
+            if index == 0:
+                log(f"  {spec.name:<44} {ok.mean():.4f} on the first batch ({_duration(time.time() - attack_started)})")
         probes.add(images, tf.constant(labels), predict)
         labels_all.append(labels)
         clean_all.append(clean)
-        if progress:
-            progress(sum(len(l) for l in labels_all))
+        elapsed = time.time() - started
+        if num_batches and index + 1 < num_batches:
+            left = elapsed / (index + 1) * (num_batches - index - 1)
+            log(f"batch {index + 1}/{num_batches} done, {_duration(elapsed)} so far, about {_duration(left)} left")
     if not labels_all:
-        raise ValueError("No examples to evaluate: the dataset is empty")
+        raise DataError("No examples to evaluate: the dataset is empty")
     return Report(
         specs=list(specs),
         labels=np.concatenate(labels_all),
@@ -463,6 +530,10 @@ def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, p
             name: np.concatenate(run.breakers) for name, run in compiled.items() if isinstance(run, _AutoAttackRun)
         },
     )
+
+
+def _duration(seconds):
+    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
 
 
 def standard_error(accuracy, n):

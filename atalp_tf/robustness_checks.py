@@ -14,7 +14,7 @@ import dataclasses
 
 from atalp_tf.robustness import GRADIENT_ATTACKS
 from atalp_tf.robustness import GRADIENT_FREE_ATTACKS
-from atalp_tf.robustness import describe_eps
+from atalp_tf import pixels
 from atalp_tf.robustness import standard_error
 
 ZERO_GRADIENT_SHARE = 0.01
@@ -28,9 +28,14 @@ class Check:
     fired: bool
     detail: str
     advice: str
+    ran: bool = True  # False: the report holds none of the attacks this check compares
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+def _not_run(name, needs, advice):
+    return Check(name, False, f"not run: it needs {needs}", advice, ran=False)
 
 
 def _slack(report, accuracy, tolerance):
@@ -43,6 +48,14 @@ def _gray(report, attack, eps):
 
 def accuracy_grows_with_eps(report, tolerance=0.01):
     """Gray-box PGD accuracy must not rise as eps grows (same iterations)."""
+    advice = (
+        "A larger ball contains the smaller one, so a stronger attack can only do better: the "
+        "attack is failing to optimise (gradient masking or a bad step size). Try APGD, more "
+        "iterations, a step size proportional to eps, and Square."
+    )
+    gray = [s for s in report.specs if s.attack == "pgd" and not s.transfer]
+    if len({s.eps for s in gray}) < 2:
+        return _not_run("accuracy_rises_with_eps", "gray-box PGD at two or more eps", advice)
     rises = []
     for steps in sorted({s.steps for s in report.specs if s.attack == "pgd" and not s.transfer}):
         curve = sorted(
@@ -51,14 +64,12 @@ def accuracy_grows_with_eps(report, tolerance=0.01):
         )
         for (e1, a1), (e2, a2) in zip(curve, curve[1:]):
             if a2 > a1 + _slack(report, a1, tolerance):
-                rises.append(f"PGD-{steps}: {a1:.3f} at eps {describe_eps(e1)} -> {a2:.3f} at {describe_eps(e2)}")
+                rises.append(f"PGD-{steps}: {a1:.3f} at eps {pixels.fraction(e1)} -> {a2:.3f} at {pixels.fraction(e2)}")
     return Check(
         "accuracy_rises_with_eps",
         bool(rises),
         "; ".join(rises) or "gray-box PGD accuracy does not rise with eps",
-        "A larger ball contains the smaller one, so a stronger attack can only do better: the "
-        "attack is failing to optimise (gradient masking or a bad step size). Try APGD, more "
-        "iterations, a step size proportional to eps, and Square.",
+        advice,
     )
 
 
@@ -77,56 +88,77 @@ def unbounded_attack_succeeds(report, threshold=UNBOUNDED_ACCURACY):
 
 def more_iterations_help(report, tolerance=0.01):
     """Accuracy must not rise with more PGD iterations at the same eps."""
+    advice = (
+        "More iterations of the same attack should only help it. The attack is not converging: "
+        "use a smaller step size or APGD, and check the loss along the attack path."
+    )
+    if not any(len({s.steps for s in _gray(report, "pgd", eps)}) > 1 for eps in {s.eps for s in report.specs}):
+        return _not_run("more_iterations_raise_accuracy", "gray-box PGD at two or more iteration counts", advice)
     rises = []
     for eps in sorted({s.eps for s in report.specs}):
         curve = sorted((s.steps, report.accuracy(s)) for s in _gray(report, "pgd", eps))
         for (n1, a1), (n2, a2) in zip(curve, curve[1:]):
             if a2 > a1 + _slack(report, a1, tolerance):
-                rises.append(f"eps {describe_eps(eps)}: {a1:.3f} at {n1} steps -> {a2:.3f} at {n2}")
+                rises.append(f"eps {pixels.fraction(eps)}: {a1:.3f} at {n1} steps -> {a2:.3f} at {n2}")
     return Check(
         "more_iterations_raise_accuracy",
         bool(rises),
         "; ".join(rises) or "more PGD iterations never raised accuracy",
-        "More iterations of the same attack should only help it. The attack is not converging: "
-        "use a smaller step size or APGD, and check the loss along the attack path.",
+        advice,
     )
 
 
 def black_box_weaker(report, tolerance=0.01):
     """Transfer attacks from another model should not beat the same attack on the model itself."""
+    advice = (
+        "Examples made on another model should not hurt more than ones made on this model "
+        "with its own gradients. This model's gradients are misleading the white-box attack "
+        "(gradient masking): its gray-box numbers overstate robustness."
+    )
+    pairs = [
+        (spec, gray) for spec in report.specs if spec.transfer
+        for gray in _gray(report, spec.attack, spec.eps) if gray.steps == spec.steps
+    ]
+    if not pairs:
+        return _not_run("black_box_beats_gray_box", "a black-box attack (--source_model) and its gray-box twin", advice)
     stronger = []
-    for spec in (s for s in report.specs if s.transfer):
-        for gray in _gray(report, spec.attack, spec.eps):
-            if gray.steps == spec.steps:
-                a_black, a_gray = report.accuracy(spec), report.accuracy(gray)
-                if a_black < a_gray - _slack(report, a_gray, tolerance):
-                    stronger.append(f"{spec.name}: {a_black:.3f} < gray-box {a_gray:.3f}")
+    for spec, gray in pairs:
+        a_black, a_gray = report.accuracy(spec), report.accuracy(gray)
+        if a_black < a_gray - _slack(report, a_gray, tolerance):
+            stronger.append(f"{spec.name}: {a_black:.3f} < gray-box {a_gray:.3f}")
     return Check(
         "black_box_beats_gray_box",
         bool(stronger),
         "; ".join(stronger) or "no black-box attack beat its gray-box counterpart",
-        "Examples made on another model should not hurt more than ones made on this model "
-        "with its own gradients. This model's gradients are misleading the white-box attack "
-        "(gradient masking): its gray-box numbers overstate robustness.",
+        advice,
     )
 
 
 def gradient_free_weaker(report, tolerance=0.01):
     """Square (scores only) and RayS (labels only) should not beat the gradient attacks."""
-    stronger = []
+    advice = (
+        "An attack that never sees a gradient did better than all that follow one: the "
+        "gradients are masked or broken. Report the worst case, not the gradient attacks."
+    )
+    compared = []
     for spec in (s for s in report.specs if s.attack in GRADIENT_FREE_ATTACKS and not s.transfer):
         gradient = [
             report.accuracy(s) for s in report.specs
             if s.attack in GRADIENT_ATTACKS and s.eps == spec.eps and not s.transfer
         ]
-        if gradient and report.accuracy(spec) < min(gradient) - _slack(report, min(gradient), tolerance):
+        if gradient:
+            compared.append((spec, gradient))
+    if not compared:
+        return _not_run("gradient_free_beats_gradient", "Square or RayS beside a gradient attack", advice)
+    stronger = []
+    for spec, gradient in compared:
+        if report.accuracy(spec) < min(gradient) - _slack(report, min(gradient), tolerance):
             stronger.append(f"{spec.name}: {report.accuracy(spec):.3f} < best gradient attack {min(gradient):.3f}")
     return Check(
         "gradient_free_beats_gradient",
         bool(stronger),
         "; ".join(stronger) or "no gradient-free attack beat the gradient attacks",
-        "An attack that never sees a gradient did better than all that follow one: the "
-        "gradients are masked or broken. Report the worst case, not the gradient attacks.",
+        advice,
     )
 
 

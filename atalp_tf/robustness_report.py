@@ -1,9 +1,14 @@
-"""A robustness evaluation as a terminal table, JSON and CSV (the figure is in ``plots``)."""
+"""A robustness evaluation as a terminal table, JSON, CSV and figure, and the one function that
+evaluates a model into a directory (``evaluate_into``: the evaluate command and the suites)."""
 
 import csv
 import json
+import os
 
-from atalp_tf.robustness import describe_eps
+from atalp_tf import pixels
+from atalp_tf import plots
+from atalp_tf import robustness
+from atalp_tf import robustness_checks
 
 CSV_FIELDS = ("name", "attack", "box", "eps", "eps_255", "steps", "restarts", "step_size", "accuracy")
 
@@ -16,7 +21,7 @@ def table(report, checks, title=""):
     lines.append(f"clean accuracy {report.clean_accuracy:.4f} on {report.num_examples} examples")
     lines.append(f"  {'attack':<34} {'box':<5} {'eps':>16} {'steps':>6} {'restarts':>8} {'accuracy':>9}")
     for spec in report.specs:
-        eps = f"{spec.eps:.4g} ({spec.eps * 255:.3g}/255)"
+        eps = pixels.both(spec.eps)
         lines.append(
             f"  {spec.name:<34} {spec.box:<5} {eps:>16} {spec.steps:>6} {spec.restarts:>8} "
             f"{report.accuracy(spec):>9.4f}"
@@ -26,13 +31,15 @@ def table(report, checks, title=""):
             lines.append(f"    accuracy after each of its attacks: {steps}")
     for eps, (accuracy, names) in report.worst_case().items():
         lines.append(
-            f"  worst case per example at eps {eps:.4g} ({eps * 255:.3g}/255): {accuracy:.4f} "
+            f"  worst case per example at eps {pixels.both(eps)}: {accuracy:.4f} "
             f"over {len(names)} attacks"
         )
     fired = [c for c in checks if c.fired]
-    lines.append(f"checks: {len(fired)} of {len(checks)} fired")
+    ran = [c for c in checks if c.ran]
+    lines.append(f"checks: {len(fired)} of {len(ran)} fired" + (f", {len(checks) - len(ran)} not run" if len(ran) < len(checks) else ""))
     for check in checks:
-        lines.append(f"  [{'WARNING' if check.fired else 'ok'}] {check.name}: {check.detail}")
+        status = "WARNING" if check.fired else ("ok" if check.ran else "not run")
+        lines.append(f"  [{status}] {check.name}: {check.detail}")
         if check.fired:
             lines.append(f"      what to do: {check.advice}")
     return lines
@@ -46,11 +53,6 @@ def to_json(report, checks, **context):
     return values
 
 
-def write_json(path, report, checks, **context):
-    with open(path, "w") as f:
-        json.dump(to_json(report, checks, **context), f, indent=2)
-
-
 def write_csv(path, report):
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -60,6 +62,45 @@ def write_csv(path, report):
         for spec in report.specs:
             writer.writerow(dict(spec.to_dict(), accuracy=report.accuracy(spec)))
         for eps, (accuracy, names) in report.worst_case().items():
-            writer.writerow(dict(name=f"worst case eps={describe_eps(eps)}", attack="worst_case",
+            writer.writerow(dict(name=f"worst case eps={pixels.fraction(eps)}", attack="worst_case",
                                  box="", eps=eps, eps_255=eps * 255, steps="", restarts="",
                                  step_size="", accuracy=accuracy))
+
+
+def _curves(report):
+    """PGD accuracy against iterations, per eps and box, where there are two counts or more."""
+    curves = {}
+    for spec in report.specs:
+        if spec.attack == "pgd":
+            label = f"eps {pixels.fraction(spec.eps)} {spec.box}-box"
+            curves.setdefault(label, []).append((spec.steps, report.accuracy(spec)))
+    return {k: v for k, v in curves.items() if len(v) > 1}
+
+
+def evaluate_into(out_dir, target, batches, specs, *, source=None, seed=0, num_classes=None,
+                  num_batches=None, title="", context=None, log=print, figure=True):
+    """Evaluates ``specs`` (``robustness.evaluate``), runs the checks, logs the table and writes
+    ``evaluation.json``, ``evaluation.csv`` and, with ``figure`` and matplotlib,
+    ``accuracy_vs_iterations.png`` to ``out_dir``. Returns ``(report, checks, json values,
+    names written)``."""
+    report = robustness.evaluate(
+        target, batches, specs, source=source, seed=seed, num_classes=num_classes, log=log,
+        num_batches=num_batches,
+    )
+    checks = robustness_checks.run_checks(report)
+    for line in table(report, checks, title):
+        log(line)
+    os.makedirs(out_dir, exist_ok=True)
+    values = to_json(report, checks, **(context or {}))
+    with open(os.path.join(out_dir, "evaluation.json"), "w") as f:
+        json.dump(values, f, indent=2)
+    write_csv(os.path.join(out_dir, "evaluation.csv"), report)
+    written = ["evaluation.json", "evaluation.csv"]
+    curves = _curves(report) if figure else {}
+    if curves:
+        try:
+            plots.accuracy_curves(os.path.join(out_dir, "accuracy_vs_iterations.png"), curves, report.clean_accuracy)
+            written.append("accuracy_vs_iterations.png")
+        except ImportError as error:
+            log(f"No PNG written: {error}")
+    return report, checks, values, written

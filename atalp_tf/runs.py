@@ -16,8 +16,12 @@ import json
 import os
 
 from atalp_tf import datasets
+from atalp_tf.choices import CHECKPOINTS
+from atalp_tf.errors import MissingPath
+from atalp_tf.errors import ModelFileError
 
-CHECKPOINTS = ("final", "best", "last")
+# Without a run to take it from, the evaluation's eps is the paper's CIFAR-10 one.
+DEFAULT_EPS = 8 / 255
 _CHECKPOINT_FILES = {
     "final": "model.keras",
     "best": os.path.join("checkpoints", "best.keras"),
@@ -58,35 +62,73 @@ def locate(path, checkpoint="final"):
     path = os.path.abspath(path)
     if os.path.isfile(path):
         if not path.endswith(".keras"):
-            raise ValueError(f"{path} is not a .keras model; give a .keras file, a model_dir or an export")
+            raise ModelFileError(f"{path} is not a .keras model; give a .keras file, a model_dir or an export")
         return Located(path, _run_dir_above(path))
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         beside = os.path.join(os.path.dirname(path), "model.keras")
         if os.path.isfile(beside):
             return Located(beside, _run_dir_above(beside))
-        raise FileNotFoundError(
+        raise MissingPath(
             f"{path} is a SavedModel without the model.keras that training writes beside it; "
             "its serving signature returns probabilities, and attacks need logits: give the .keras file"
         )
     if any(os.path.exists(os.path.join(path, name)) for name in ("run_config.json", "model.keras", "checkpoints")):
         model_file = os.path.join(path, _CHECKPOINT_FILES[checkpoint])
         if not os.path.isfile(model_file):
-            raise FileNotFoundError(
+            raise MissingPath(
                 f"The run in {path} has no {_CHECKPOINT_FILES[checkpoint]} (checkpoint={checkpoint}); "
                 "has it finished? Choose another checkpoint or a .keras file"
             )
         return Located(model_file, _run_dir_above(model_file))
-    raise FileNotFoundError(f"{path} is neither a .keras file, a training model_dir nor an export")
+    raise MissingPath(f"{path} is neither a .keras file, a training model_dir nor an export")
 
 
 def data_config(run_dir, **overrides):
     """The ``DataConfig`` a run trained with (and its saved split), with ``overrides`` applied."""
     config = _run_config(run_dir)
     if not config or "data" not in config:
-        raise FileNotFoundError(f"{run_dir} has no run_config.json saying which data it trained on; pass --dataset")
+        raise MissingPath(f"{run_dir} has no run_config.json saying which data it trained on; pass --dataset")
     values = dict(config["data"])
     split = os.path.join(run_dir, "split.json")
     if os.path.isfile(split) and not values.get("split_file"):
         values["split_file"] = split
     values.update({k: v for k, v in overrides.items() if v is not None})
     return datasets.DataConfig(**values)
+
+
+def training_eps(run_dir):
+    """The eps a run trained at (its validation attack's for standard training), or None."""
+    config = _run_config(run_dir) if run_dir else None
+    for key in ("train_attack", "eval_attack"):
+        attack = (config or {}).get(key)
+        if attack:
+            return float(attack["eps"])
+    return None
+
+
+def evaluation_data(located, image_shape, *, dataset=None, data_dir=None, image_size=None, split="test",
+                    num_examples=500, batch_size=100):
+    """``(DataConfig, Splits, batches, number of batches)`` to evaluate ``located``'s model on:
+    ``dataset`` when given, else the run's own data and split."""
+    import math
+
+    overrides = dict(batch_size=batch_size, image_size=image_size or image_shape[0])
+    if dataset:
+        config = datasets.DataConfig(name=dataset, data_dir=data_dir, **overrides)
+    elif located.run_dir:
+        config = data_config(located.run_dir, data_dir=data_dir, **overrides)
+    else:
+        raise MissingPath(f"{located.model_file} is not inside a training model_dir: name the data with --dataset")
+    data = datasets.load(config, workdir=None)
+    part = data.test if split == "test" else data.val
+    count = min(num_examples, data.sizes[split])
+    return config, data, part.unbatch().take(count).batch(batch_size), math.ceil(count / batch_size)
+
+
+def class_names(run_dir):
+    """The class names a run recorded in ``results.json``, or None."""
+    path = os.path.join(run_dir, "results.json") if run_dir else None
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("class_names")

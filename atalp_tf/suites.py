@@ -11,6 +11,7 @@ Settings the paper does not give are ours, and say so in ``notes``.
 import dataclasses
 
 from atalp_tf import autoattack
+from atalp_tf import choices
 
 ALL_METHODS = ("standard", "pat", "alp", "at", "trades", "at_alp")
 
@@ -186,6 +187,9 @@ SUITES = {
         ),
     ),
 }
+
+
+assert tuple(SUITES) == choices.SUITE_NAMES, "atalp_tf.choices.SUITE_NAMES lists the suites"
 
 
 def scaled(suite, *, data, epochs=1, image_size=16, queries=20, max_steps=4, num_examples=8):

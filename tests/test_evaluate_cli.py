@@ -151,3 +151,28 @@ def test_a_model_with_a_user_layer_loads_with_import_and_bpda_sees_through_it(ro
     assert "zero_gradients" not in results["bpda"]["warnings"]
     masked, bpda = (results[n]["attacks"][0]["accuracy"] for n in ("masked", "bpda"))
     assert bpda < masked - 0.1, (masked, bpda)
+
+
+def test_a_run_directory_sets_the_eps_and_the_command_reports_as_it_goes(standard_model, tmp_path):
+    # A run directory as training leaves it: the model, and the configuration it trained with.
+    run = tmp_path / "run"
+    run.mkdir()
+    standard_model.save(run / "model.keras")
+    config = {"data": {"name": "digits", "batch_size": 64, "image_size": 16},
+              "train_attack": {"eps": 0.05, "step_size": 0.0125, "steps": 7}}
+    (run / "run_config.json").write_text(json.dumps(config))
+    result = _run(f"--model={run}", "--num_examples=60", "--batch_size=30", "--steps=3",
+                  "--attacks=fgsm,pgd", f"--out_dir={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("eps 0.05 (12.75/255) (the eps the run trained at")
+    # An estimate before the work, each attack with its time, then a line per later batch.
+    assert any(line.startswith("2 attacks on 2 batch(es) of up to 30 examples: about ") for line in lines)
+    assert sum("on the first batch (" in line for line in lines) == 2
+    assert any(line.startswith("batch 1/2 done") for line in lines)
+    # Checks whose attacks did not run say so; they are not "ok".
+    assert "[not run] black_box_beats_gray_box: not run: it needs a black-box attack" in result.stdout
+    assert "[not run] accuracy_rises_with_eps" in result.stdout
+    assert "[ok] accuracy_rises_with_eps" not in result.stdout
+    saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert saved["attacks"][0]["eps"] == 0.05

@@ -121,3 +121,37 @@ def test_without_matplotlib_the_csv_is_written_and_the_install_is_named(setup, t
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pip install 'atalp_tf[plots]'" in result.stderr
     assert os.listdir(out) == ["landscape_pat_img0.csv"]
+
+
+def test_a_run_directory_gives_its_class_names_and_labels_are_checked(setup, tmp_path):
+    root, models = setup
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(models[0], run / "model.keras")
+    (run / "results.json").write_text(json.dumps({"class_names": ["cat", "dog", "bird"]}))
+    out = tmp_path / "out"
+    result = _run("attention", f"--models={run}", f"--image_dir={root / 'images'}", "--labels=cat,bird",
+                  "--steps=1", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    maps = np.load(out / "attention.npz")
+    assert maps["labels"].tolist() == ["cat", "bird"]
+    assert set(maps["run/clean/predicted"].tolist()) <= {"cat", "dog", "bird"}
+    wrong = _run("attention", f"--models={run}", f"--image_dir={root / 'images'}", "--labels=0,5",
+                 "--steps=1", f"--out_dir={tmp_path / 'other'}")
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "--labels has class id 5, but the models classify 3 classes (0 to 2)" in wrong.stderr
+
+
+def test_the_attention_figure_has_a_title_and_a_colour_bar(monkeypatch, tmp_path):
+    plots = pytest.importorskip("atalp_tf.plots")
+    pytest.importorskip("matplotlib")
+    saved = {}
+    plt = plots.require_matplotlib()
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: saved.setdefault("figure", self))
+    image = np.zeros((8, 8, 3), np.float32)
+    maps = {s: np.ones((2, 2)) for s in ("conv2", "conv3")}
+    plots.attention_grid(str(tmp_path / "a.png"), image, [("m clean\npred: cat", image, maps)], ["conv2", "conv3"],
+                         title="img.jpg, true: cat; adversarial: PGD-20 at eps 8/255")
+    figure = saved["figure"]
+    assert figure._suptitle.get_text().startswith("img.jpg, true: cat")
+    assert len(figure.axes) == 3 + 1  # the image, two stages and the colour bar
