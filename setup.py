@@ -28,6 +28,9 @@ setuptools.setup(
         "bench": ["adversarial-robustness-toolbox>=1.20", "multiprocess>=0.70", "foolbox>=3.3"],
         "test": [
             "pytest>=8",
+            # Two workers: most of a test's time is TensorFlow's per-op overhead and process
+            # start-up, which a second process overlaps on the second core.
+            "pytest-xdist>=3.5",
             "tensorflow-datasets>=4.9",
             "matplotlib>=3.8",
             # An independent PGD and AutoAttack to check ours against (tests only).

@@ -151,7 +151,8 @@ def _load_problem(path, message):
     if "Lambda" in message or "safe_mode" in message:
         return (
             f"{path} holds a Lambda layer or a pickled function, which would run arbitrary code "
-            "on loading, so it is refused: rebuild the model with a registered layer class instead"
+            "on loading, so Keras' safe_mode refuses it: rebuild the model with a registered layer "
+            "class instead"
         )
     first = message.strip().splitlines()[0] if message.strip() else "no reason given"
     return f"{path} could not be loaded as a Keras model ({first})"

@@ -20,6 +20,7 @@ writes the CSV, JSON and NPZ files.
 import csv
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags

@@ -82,11 +82,11 @@ def test_sigkilled_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run
     assert results["resumed"] is True
     assert results["steps"] == 3 * STEPS_PER_EPOCH
     # The first epoch finished before the kill and is not run again.
-    assert "Epoch 1/3" not in resumed.stdout
+    assert "epoch  1/3" not in resumed.stdout
     killed_epoch = killed_at // STEPS_PER_EPOCH + 1
-    assert f"Epoch {killed_epoch}/3" in resumed.stdout
-    if killed_at % STEPS_PER_EPOCH:  # the interrupted epoch runs only its remaining steps
-        assert f"{STEPS_PER_EPOCH - killed_at % STEPS_PER_EPOCH}/{STEPS_PER_EPOCH - killed_at % STEPS_PER_EPOCH}" in resumed.stdout
+    assert f"epoch  {killed_epoch}/3" in resumed.stdout
+    # It says where it picks up: mid-epoch, the interrupted epoch runs only its remaining steps.
+    assert f"  resuming from epoch {killed_epoch}, step {killed_at}" in resumed.stdout
 
     for a, b in zip(_weights(tmp_path / "whole" / "model.keras"),
                     _weights(tmp_path / "killed" / "model.keras")):
@@ -102,7 +102,7 @@ def test_free_training_resumes_at_the_right_batch_though_it_steps_twice_per_batc
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["resumed"] is True and results["steps"] == 2 * 2 * STEPS_PER_EPOCH
-    assert "Epoch 1/2" not in resumed.stdout and "Epoch 2/2" in resumed.stdout
+    assert "epoch  1/2" not in resumed.stdout and "epoch  2/2" in resumed.stdout
     assert results["config"]["attack"] == "free"
     assert results["catastrophic_overfitting"] is None
     # It learns: 0.93 clean accuracy when written (chance is 0.1).
@@ -115,8 +115,8 @@ def test_a_directory_of_another_run_is_refused_unless_overwrite(tmp_path):
     before = sorted(os.listdir(model_dir / "resume"))
     other = _run(model_dir, "--epochs=3", "--checkpoint_steps=2", "--method=pat", timeout=120)
     assert other.returncode == 1
-    assert "already holds a run with another configuration" in other.stderr
-    assert "method: 'at_alp' then, 'pat' now" in other.stderr
+    assert "holds an unfinished run started with other flags" in other.stderr
+    assert "--method: at_alp then, pat now" in other.stderr
     assert "Traceback" not in other.stderr
     assert sorted(os.listdir(model_dir / "resume")) == before  # nothing touched
 
