@@ -68,6 +68,15 @@ class PGDConfig:
             raise ValueError(f"`loss` must be one of {LOSSES}. Received: loss={self.loss!r}")
 
     @classmethod
+    def coerce(cls, value, name="attack"):
+        """``value`` as a ``PGDConfig``: one already, its dict (as configs and JSON hold it), or None."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        raise TypeError(f"`{name}` must be a PGDConfig, a dict or None. Received: {name}={value!r}")
+
+    @classmethod
     def fgsm(cls, eps, norm="linf"):
         return cls(eps=eps, step_size=eps, steps=1, norm=norm, random_start=False)
 

@@ -28,6 +28,7 @@ AUGMENTATIONS = ("auto", "none", "flip", "pad_crop", "resized_crop")
 BAD_IMAGE_POLICIES = ("stop", "skip")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+SCHEDULES = ("cosine", "step", "onecycle", "constant")
 
 # What a training run leaves in its model_dir. A directory holding any of these belongs to an
 # earlier run: it is resumed if that run had the same configuration and had not finished,

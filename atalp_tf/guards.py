@@ -7,7 +7,8 @@ does not come back. The guard reads the validation PGD accuracy that ``RobustCla
 calls a collapse when it falls below ``1 - max_drop`` of its best so far, by at least
 ``min_drop`` (so noise on a small validation set at low accuracy does not trigger it).
 
-On a collapse, ``action="stop"`` puts back the weights of the best epoch and stops training;
+It looks only at validated epochs (``--validate_every`` may skip some). On a collapse,
+``action="stop"`` puts back the weights of the best epoch and stops training;
 ``action="warn"`` only warns. Either way ``collapse`` describes what happened.
 """
 
@@ -39,11 +40,12 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.monitor not in logs:
-            raise ValueError(
-                f"The catastrophic-overfitting guard watches {self.monitor!r}, which this run "
-                f"does not report (it reports {sorted(logs)}); it needs a validation split "
-                "and an evaluation attack"
-            )
+            if any(key.startswith("val_") for key in logs):
+                raise ValueError(
+                    f"The catastrophic-overfitting guard watches {self.monitor!r}, which this run "
+                    f"does not report (it reports {sorted(logs)}); it needs an evaluation attack"
+                )
+            return  # an epoch without validation (--validate_every)
         value = float(logs[self.monitor])
         if self.best is None or value > self.best:
             self.best, self.best_epoch = value, epoch

@@ -75,14 +75,6 @@ def resolve_bn_batches(method, bn_batches):
     return "separate" if method == "trades" else "joint"
 
 
-def _attack_config(value, name):
-    if value is None or isinstance(value, attacks.PGDConfig):
-        return value
-    if isinstance(value, dict):
-        return attacks.PGDConfig(**value)
-    raise TypeError(f"`{name}` must be a PGDConfig, a dict or None. Received: {name}={value!r}")
-
-
 @keras.saving.register_keras_serializable(package="atalp_tf")
 class RobustClassifier(keras.Model):
     """Wraps a multi-output backbone (``atalp_tf.backbones``) and trains it adversarially.
@@ -130,8 +122,8 @@ class RobustClassifier(keras.Model):
         for weight_name, weight in (("alpha", alpha), ("beta", beta), ("trades_beta", trades_beta)):
             if weight < 0:
                 raise ValueError(f"`{weight_name}` must be >= 0. Received: {weight_name}={weight}")
-        train_attack = _attack_config(train_attack, "train_attack")
-        eval_attack = _attack_config(eval_attack, "eval_attack") or train_attack
+        train_attack = attacks.PGDConfig.coerce(train_attack, "train_attack")
+        eval_attack = attacks.PGDConfig.coerce(eval_attack, "eval_attack") or train_attack
         if method != "standard" and train_attack is None:
             raise ValueError(f"method={method!r} trains on adversarial examples: pass `train_attack`")
         if attack not in TRAIN_ATTACKS:

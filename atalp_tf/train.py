@@ -124,7 +124,21 @@ _EVAL_EPS = DEFINE_pixel_value("eval_eps", None, "PGD eps for validation and tes
 _EVAL_STEP_SIZE = DEFINE_pixel_value(
     "eval_step_size", None, "PGD step for validation and test (default eval eps / 4)."
 )
-_EVAL_STEPS = flags.DEFINE_integer("eval_steps", 20, "PGD steps for validation and test.", lower_bound=1)
+_EVAL_STEPS = flags.DEFINE_integer("eval_steps", 20, "PGD steps of the test attack.", lower_bound=1)
+_VAL_STEPS = flags.DEFINE_integer(
+    "val_steps", 10,
+    "PGD steps of the validation attack after each validated epoch (picks the best epoch and "
+    "feeds the overfitting guard); the test at the end uses --eval_steps.",
+    lower_bound=1,
+)
+_VALIDATE_EVERY = flags.DEFINE_integer(
+    "validate_every", 1, "Validate every N epochs (and at the last); the best epoch is among these.",
+    lower_bound=1,
+)
+_VAL_EXAMPLES = flags.DEFINE_integer(
+    "val_examples", 0, "Validate on a fixed, seeded subset of this many examples (0: the whole split).",
+    lower_bound=0,
+)
 
 _EPOCHS = flags.DEFINE_integer("epochs", 100, "Training epochs.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer(
@@ -142,7 +156,9 @@ _WEIGHT_DECAY_TYPE = flags.DEFINE_enum(
     "with momentum 0.9 about 10x weaker than l2 at the same number).",
 )
 _SCHEDULE = flags.DEFINE_enum(
-    "schedule", "cosine", ("cosine", "step", "constant"), "Learning-rate schedule."
+    "schedule", "cosine", choices.SCHEDULES,
+    "Learning-rate schedule: cosine to 0; step (--lr_boundaries); onecycle (linear up to "
+    "--learning_rate over 2/5 of the run, then down to 0: Wong et al.'s fast training); constant.",
 )
 _LR_BOUNDARIES = flags.DEFINE_list(
     "lr_boundaries", [], "Epochs at which the step schedule multiplies the rate by --lr_decay."
@@ -358,6 +374,9 @@ def _config_from_flags():
         tpu=_TPU.value,
         deterministic=_DETERMINISTIC.value,
         checkpoint_steps=_CHECKPOINT_STEPS.value,
+        val_steps=_VAL_STEPS.value,
+        validate_every=_VALIDATE_EVERY.value,
+        val_examples=_VAL_EXAMPLES.value or None,
         synchronized_bn=_SYNC_BN.value,
         seed=_SEED.value,
         overwrite=_OVERWRITE.value,
@@ -372,6 +391,7 @@ _GROUPS = {
     "objective": ["method", "alpha", "beta", "trades_beta", "clean_ce_weight", "bn_batches"],
     "attack": ["eps", "step_size", "attack", "attack_steps", "free_replays", "norm", "random_start",
                "attack_loss", "eval_eps", "eval_step_size", "eval_steps", "overfit_guard"],
+    "validation": ["val_steps", "validate_every", "val_examples"],
     "optimisation": ["epochs", "optimizer", "learning_rate", "momentum", "weight_decay",
                      "weight_decay_type", "schedule", "lr_boundaries", "lr_decay", "precision"],
     "run": ["model_dir", "overwrite", "checkpoint_steps", "seed", "deterministic", "strategy", "tpu",

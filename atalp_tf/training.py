@@ -50,7 +50,10 @@ from atalp_tf.model import resolve_bn_batches
 # What runs made before a setting existed did, where that differs from the setting's default.
 _LEGACY = {"bn_batches": "joint"}
 # Settings that may change between a run and its resumption: how it runs, not what it learns.
-_RESUMABLE_CHANGES = ("overwrite", "verbose", "strategy", "tpu", "checkpoint_steps", "jit_compile", "export")
+_RESUMABLE_CHANGES = (
+    "overwrite", "verbose", "strategy", "tpu", "checkpoint_steps", "jit_compile", "export",
+    "val_steps", "validate_every", "val_examples",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +94,11 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     checkpoint_steps: int = 0  # 0: at the end of each epoch only
+    # Validation (best epoch, overfitting guard): PGD with val_steps steps (None: eval_attack's),
+    # every validate_every epochs and at the last, on val_examples of the split (None: all).
+    val_steps: int | None = None
+    validate_every: int = 1
+    val_examples: int | None = None
     overwrite: bool = False
     verbose: int | str = "auto"
     export: bool = True  # write export/ (a SavedModel for serving) beside model.keras
@@ -446,7 +454,7 @@ def describe_run(config, data, model, resume_point=None):
     if config.method == "standard":
         objective = "standard training (no attack)"
     else:
-        attack = config.train_attack if isinstance(config.train_attack, PGDConfig) else PGDConfig(**config.train_attack)
+        attack = PGDConfig.coerce(config.train_attack, "train_attack")
         how = {"pgd": f"PGD-{attack.steps}", "fgsm_rs": "FGSM-RS", "free": f"free ({config.free_replays} replays)"}
         objective = (
             f"{config.method} with {how[config.attack]} at eps {pixels.fraction(attack.eps)}, "
@@ -583,8 +591,19 @@ def run(config, log=print):
             live = None if config.verbose == "auto" else config.verbose == 1
             callbacks.append(progress.EpochLine(config.epochs, live=live, write=log))
 
+    # Validation picks the best epoch and feeds the guard: a cheaper attack than the test's,
+    # every validate_every epochs and at the last, on a fixed subset if asked.
+    validation = data.val
+    if config.val_examples:
+        validation = datasets.fixed_subset(
+            validation, config.val_examples, data.sizes["val"], config.seed, config.data.batch_size
+        )
+    test_attack = PGDConfig.coerce(config.eval_attack, "eval_attack")
+    if config.val_steps and test_attack is not None:
+        model.eval_attack = dataclasses.replace(test_attack, steps=config.val_steps)
     fit_args = dict(
-        validation_data=data.val,
+        validation_data=validation,
+        validation_freq=sorted(set(range(config.validate_every, config.epochs + 1, config.validate_every)) | {config.epochs}),
         callbacks=callbacks,
         verbose=0,  # progress.EpochLine reports instead of Keras' bar
         shuffle=False,  # the stream shuffles itself; Keras' own flag only warns on tf.data
@@ -607,6 +626,10 @@ def run(config, log=print):
             )
     except KeyboardInterrupt:
         raise _interrupted(manager, steps_per_epoch, model.updates_per_batch) from None
+    # The test (and the saved model) attack with the test attack; Keras keeps the traced test
+    # step, so it must be traced again.
+    model.eval_attack = test_attack
+    model.test_function = None
 
     results = {
         "config": _jsonable(config),
@@ -627,6 +650,7 @@ def run(config, log=print):
         # Only the weights matter for evaluation; compile() without an optimizer skips
         # restoring the saved optimizer state.
         best = keras.saving.load_model(os.path.join(checkpoints, "best.keras"), compile=False)
+        best.eval_attack = model.eval_attack
         best.compile()
     results["test_best"] = _evaluate(best, data.test, config.seed)
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from atalp_tf import attacks
 from atalp_tf import backbones
+from atalp_tf.attacks import PGDConfig
 from atalp_tf.guards import CatastrophicOverfittingGuard
 from atalp_tf.model import RobustClassifier
 
@@ -188,3 +189,27 @@ def test_one_trace_per_input_shape_over_epochs_and_no_host_calls(attack, digits1
     ops |= {node.op for function in graph.library.function for node in function.node_def}
     assert "While" in ops or "StatelessWhile" in ops or attack != "pgd"
     assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+def test_validation_every_n_epochs_on_a_fixed_subset_with_its_own_cheaper_attack(tmp_path):
+    from atalp_tf import training
+    from atalp_tf.datasets import DataConfig
+    from atalp_tf.model import RobustClassifier
+
+    config = training.TrainConfig(
+        model_dir=str(tmp_path / "run"), data=DataConfig(name="digits", batch_size=128),
+        architecture="resnet18", width=2, train_attack=PGDConfig(0.1, 0.05, 1),
+        eval_attack=PGDConfig(0.1, 0.025, 5), epochs=3, schedule="onecycle", learning_rate=0.05,
+        val_steps=2, validate_every=2, val_examples=40, verbose=2, export=False,
+    )
+    lines = []
+    results = training.run(config, log=lines.append)
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    # Validated after epoch 2 and at the last; not after epoch 1.
+    assert [" | val " in line for line in epochs] == [False, True, True]
+    assert results["best_epoch"] in (2, 3)
+    # Validation attacked 40 examples with 2 steps; the saved model keeps the test attack.
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert isinstance(saved, RobustClassifier) and saved.eval_attack.steps == 5
+    best = keras.saving.load_model(tmp_path / "run" / "checkpoints" / "best.keras", compile=False)
+    assert best.eval_attack.steps == 2

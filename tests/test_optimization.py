@@ -45,3 +45,15 @@ def test_weight_decay_spares_batch_norm_and_biases(name):
     for path, value in values.items():
         if not path.endswith("kernel"):
             assert np.allclose(value, 1.0) or np.allclose(value, 0.0), path  # untouched
+
+
+def test_one_cycle_rises_to_its_peak_over_two_fifths_and_falls_to_zero_and_round_trips():
+    schedule = optimization.learning_rate_schedule(0.2, schedule="onecycle", steps_per_epoch=10, epochs=10)
+    values = [float(schedule(step)) for step in (0, 20, 40, 70, 100)]
+    np.testing.assert_allclose(values, [0.0, 0.1, 0.2, 0.1, 0.0], atol=1e-6)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert isinstance(restored, optimization.OneCycle) and restored.get_config() == schedule.get_config()
+    # Inside an optimizer saved with a model, it comes back too.
+    optimizer = keras.optimizers.SGD(schedule)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert float(again.learning_rate) == 0.0 and isinstance(again._learning_rate, optimization.OneCycle)

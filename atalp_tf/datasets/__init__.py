@@ -383,6 +383,14 @@ def _tfds_splits(config):
     )
 
 
+def fixed_subset(dataset, count, size, seed, batch_size):
+    """The same ``count`` examples of a batched ``dataset`` of ``size`` examples every time: a
+    seeded shuffle of the whole (its first examples would be one class in a class-sorted split)."""
+    examples = dataset.unbatch()
+    shuffled = examples.shuffle(size, seed=seed, reshuffle_each_iteration=False)
+    return shuffled.take(count).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def load(config, workdir=None):
     """Batched splits of ``config``; a drawn split is saved in (and reused from) ``workdir``."""
     if config.name in ("digits", "cifar10"):
