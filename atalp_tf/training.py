@@ -477,14 +477,15 @@ def describe_run(config, data, model, resume_point=None):
     return lines
 
 
-def run(config, log=print):
+def run(config, log=print, callbacks=()):
     """Trains (or resumes), evaluates and exports; returns the dict written to ``results.json``.
 
     In named stages: the strategy; the plan for ``model_dir`` (nothing is written yet); data;
     model (with its pretrained weights); only then the directory is claimed, so that a run
     that cannot start leaves nothing behind that blocks the corrected command; checkpoints and
     training; evaluation of the last and best models; saving and export. ``log`` receives the
-    lines a user should see (the summary at the start, what was replaced, a resume point).
+    lines a user should see (the summary at the start, what was replaced, a resume point);
+    ``callbacks`` are more Keras callbacks for ``fit`` (a benchmark's timer, say).
     """
     if config.precision not in choices.PRECISIONS:
         raise ValueError(f"`precision` must be one of {choices.PRECISIONS}. Received: {config.precision!r}")
@@ -574,6 +575,7 @@ def run(config, log=print):
     )
     guard = _guard(config)
     callbacks = [
+        *callbacks,
         _StopOnNonFiniteLoss(),
         # Before the checkpoints, so that a stop on collapse saves the restored weights.
         *([guard] if guard else []),
