@@ -41,7 +41,7 @@ EPS = 8 / 255
 # TrainConfig settings of every recipe (flags/flowers17_cpu.cfg and flowers17_fast_cpu.cfg).
 COMMON = dict(
     architecture="resnet18", width=16, method="at_alp", alpha=0.5, beta=1.0, optimizer="sgd",
-    momentum=0.9, weight_decay=5e-4, verbose=2, export=False,
+    momentum=0.9, weight_decay=5e-4, verbose=2, export=False, overwrite=True,
 )
 FAST_VALIDATION = dict(val_steps=10, val_examples=170)
 RECIPES = {
