@@ -1,4 +1,22 @@
-"""atalp_tf: adversarial training with attention and logit pairing (Li et al. 2022), Keras 3."""
+"""atalp_tf: adversarial training with attention and logit pairing (Li et al. 2022), Keras 3.
+
+The packages, from the bottom up (each imports only those before it):
+
+* ``choices``, ``errors``, ``pixels``, ``losses``, ``plots``: allowed values, the errors a user
+  can cause, eps units, per-example losses, figures;
+* ``attacks``: PGD (the one core training and evaluation share), APGD, FAB, Square, RayS and
+  the standard AutoAttack;
+* ``models``: ResNet backbones, in-model preprocessing, the training objectives and
+  ``RobustClassifier``;
+* ``datasets``: the sources, splits and tf.data pipelines;
+* ``training``: the configuration, the run directory, the run in stages, its callbacks,
+  optimizers, export and checked loading;
+* ``evaluation``: attack plans with the per-example worst case, false-robustness checks and
+  reports; ``inspection``: attention maps, part activation, loss landscapes and their files;
+* ``reproduction``: the paper's tables as suites, and their runner;
+* ``train``, ``evaluate``, ``visualize``, ``reproduce`` (with ``cli``): the command lines,
+  flags and one call each.
+"""
 
 import sys
 
@@ -10,9 +28,7 @@ __version__ = "0.1.0"
 # Every other `import atalp_tf` loads the Keras classes at once: that registers them, and
 # `.keras` files that name them load with no further code.
 if sys.argv[:1] != ["-m"]:
-    from atalp_tf import attacks  # noqa: F401
-    from atalp_tf import backbones  # noqa: F401
-    from atalp_tf import losses  # noqa: F401
     from atalp_tf.attacks import PGDConfig  # noqa: F401
-    from atalp_tf.model import RobustClassifier  # noqa: F401
-    from atalp_tf.preprocessing import CaffePreprocessing  # noqa: F401
+    from atalp_tf.models.classifier import RobustClassifier  # noqa: F401
+    from atalp_tf.models.preprocessing import CaffePreprocessing  # noqa: F401
+    from atalp_tf.training import optimizers  # noqa: F401  (registers the OneCycle schedule)

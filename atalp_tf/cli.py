@@ -1,12 +1,12 @@
-"""What every command line shares: pixel-valued flags, grouped help, and the one preamble.
+"""What every command line shares: pixel-valued flags, path checks, grouped help, and the one
+preamble.
 
 Only the command-line modules (``train``, ``evaluate``, ``visualize``, ``reproduce``) import
 this, and it imports no TensorFlow before the flags are parsed: a mistyped flag fails at once.
 
 The preamble (``command``) quiets TensorFlow's start-up noise (C++ logs, absl warnings,
 other libraries' Python warnings) unless ``--verbosity`` is given, importing TensorFlow only
-then, shows this package's
-advice as one line each, and turns a ``UserError`` into one paragraph on stderr (exit 1) and
+then, shows this package's advice as one line each, and turns a ``UserError`` into one paragraph on stderr (exit 1) and
 Ctrl-C into one line (exit 130). Any other exception is a bug and keeps its traceback.
 """
 
@@ -66,6 +66,21 @@ def DEFINE_pixel_list(name, default, help_text, **kwargs):  # noqa: N802 (absl's
         PixelListParser(), name, default, help_text, serializer=flags.CsvListSerializer(","),
         module_name=_caller(), **kwargs,
     )
+
+
+_EXISTS = {"directory": os.path.isdir, "file": os.path.isfile, "path": os.path.exists}
+
+
+def require_existing(name, kind, requirement, *, required=False):
+    """Registers the check that ``--name`` (a path, or a list flag's paths) exists as a
+    ``kind`` (directory, file or either: path); its error reads "--name must ``requirement``"."""
+    exists = _EXISTS[kind]
+
+    def check(value):
+        paths = [] if value is None else value if isinstance(value, list) else [value]
+        return (bool(paths) or not required) and all(exists(p) for p in paths)
+
+    flags.register_validator(name, check, message=f"--{name} must {requirement}")
 
 
 def _caller():
@@ -144,7 +159,8 @@ def command(program, body, help_text=None):
             logging.set_verbosity(logging.ERROR)
             warnings.filterwarnings("ignore")
             _import_tensorflow_quietly()
-        warnings.filterwarnings("always", category=Advice)
+        # Once each: the flags and the classifier they configure may give the same advice.
+        warnings.filterwarnings("once", category=Advice)
         warnings.showwarning = _show_advice
         try:
             return body(argv)

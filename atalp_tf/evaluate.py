@@ -4,7 +4,7 @@ Runs FGSM, PGD at each ``--eps`` and ``--steps`` (with ``--restarts``), targeted
 APGD-T, Square and RayS against the model (gray-box), and with ``--source_model`` the same
 FGSM and PGD made on that model (black-box, e.g. a ResNet-152 for a ResNet-101). It reports
 each attack's accuracy, the per-example worst case over all attacks at each eps, and checks
-that flag numbers which may overstate robustness (``atalp_tf.robustness_checks``).
+that flag numbers which may overstate robustness (``atalp_tf.evaluation.checks``).
 
 ``--model`` is a ``.keras`` file, a training ``model_dir`` (``--checkpoint`` final, best or
 last) or its ``export/``. The data default to the run's own test split, and ``--eps`` to the
@@ -14,8 +14,6 @@ Pixels are in [0, 1]: ``--eps=8/255`` and ``--eps=0.25`` (the paper's 64/256) bo
 """
 
 import importlib
-import importlib
-import os
 
 from absl import app
 from absl import flags
@@ -24,14 +22,13 @@ from atalp_tf import choices
 from atalp_tf import cli
 from atalp_tf.cli import DEFINE_pixel_list
 from atalp_tf.cli import DEFINE_pixel_value
-
-_OUTPUTS = ("evaluation.json", "evaluation.csv", "accuracy_vs_iterations.png")
+from atalp_tf.training.rundir import RunDir
 
 _MODEL = flags.DEFINE_string("model", None, ".keras file, training model_dir or its export/.", required=True)
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "final", choices.CHECKPOINTS, "Which model of a model_dir.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "final", tuple(RunDir.MODELS), "Which model of a model_dir.")
 _SOURCE = flags.DEFINE_string("source_model", None, "Black-box source model (same forms as --model).")
 _SOURCE_CHECKPOINT = flags.DEFINE_enum(
-    "source_checkpoint", "final", choices.CHECKPOINTS, "Which model of the source's model_dir."
+    "source_checkpoint", "final", tuple(RunDir.MODELS), "Which model of the source's model_dir."
 )
 _DATASET = flags.DEFINE_string("dataset", None, "Data to evaluate on (default: the run's own).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where --dataset lives (flowers17, folder, tfds).")
@@ -67,14 +64,8 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default MODEL_D
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an earlier evaluation in --out_dir.")
 
 
-@flags.validator("model", "--model must be an existing .keras file, model_dir or export directory")
-def _check_model(path):
-    return path is not None and os.path.exists(path)
-
-
-@flags.validator("source_model", "--source_model must be an existing .keras file, model_dir or export directory")
-def _check_source(path):
-    return path is None or os.path.exists(path)
+cli.require_existing("model", "path", "be an existing .keras file, model_dir or export directory", required=True)
+cli.require_existing("source_model", "path", "be an existing .keras file, model_dir or export directory")
 
 
 @flags.validator("steps", "--steps must be positive integers, e.g. 10,20,50")
@@ -104,54 +95,18 @@ def _evaluate(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _import_modules()
-    from atalp_tf import pixels
-    from atalp_tf import robustness
-    from atalp_tf import robustness_report
-    from atalp_tf import runs
-    from atalp_tf.errors import OutputExists
-    from atalp_tf.export import check_classifier
-    from atalp_tf.export import load_classifier
+    from atalp_tf.evaluation import runner
 
-    located = runs.locate(_MODEL.value, _CHECKPOINT.value)
-    if not _OUT_DIR.value and located.run_dir is None:
-        raise app.UsageError("--out_dir is needed when --model is not inside a training model_dir")
-    out_dir = _OUT_DIR.value or os.path.join(located.run_dir, choices.RUN_EVALUATIONS[0])
-    existing = [n for n in _OUTPUTS if os.path.exists(os.path.join(out_dir, n))]
-    if existing and not _OVERWRITE.value:
-        raise OutputExists(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite or another --out_dir")
-    eps = _EPS.value or [runs.training_eps(located.run_dir) or runs.DEFAULT_EPS]
-    if not _EPS.value:
-        print(f"eps {', '.join(pixels.both(e) for e in eps)}"
-              + (" (the eps the run trained at; --eps sets others)" if runs.training_eps(located.run_dir) else
-                 " (no run to take it from; --eps sets others)"))
-    model = robustness.straight_through(load_classifier(located.model_file), _BPDA.value)
-    image_shape = tuple(getattr(model, "backbone", model).input_shape[1:])
-    data_config, data, batches, num_batches = runs.evaluation_data(
-        located, image_shape, dataset=_DATASET.value, data_dir=_DATA_DIR.value, image_size=_IMAGE_SIZE.value,
-        split=_SPLIT.value, num_examples=_NUM_EXAMPLES.value, batch_size=_BATCH_SIZE.value,
-    )
-    check_classifier(model, located.model_file, num_classes=data.num_classes, image_shape=data.image_shape)
-    source = source_file = None
-    if _SOURCE.value:
-        source_file = runs.locate(_SOURCE.value, _SOURCE_CHECKPOINT.value).model_file
-        source = load_classifier(source_file, num_classes=data.num_classes, image_shape=data.image_shape)
-    specs = robustness.plan(
-        eps, sorted({int(s) for s in _STEPS.value}), _ATTACKS.value,
-        restarts=_RESTARTS.value, step_size=_STEP_SIZE.value, queries=_QUERIES.value,
-        num_targets=_NUM_TARGETS.value, transfer=source is not None, num_classes=data.num_classes,
-    )
-    context = dict(
-        model=located.model_file, source_model=source_file, dataset=data_config.name,
-        split=_SPLIT.value, seed=_SEED.value, pixel_range=[0.0, 1.0], class_names=list(data.class_names),
-    )
-    title = f"model {located.model_file}" + (f", black-box source {source_file}" if source_file else "")
-    *_, written = robustness_report.evaluate_into(
-        out_dir, robustness.logits_of(model), batches, specs,
-        source=robustness.logits_of(source) if source is not None else None, seed=_SEED.value,
-        num_classes=data.num_classes, num_batches=num_batches, title=title, context=context,
+    written = runner.evaluate_path(
+        _MODEL.value, checkpoint=_CHECKPOINT.value, out_dir=_OUT_DIR.value, overwrite=_OVERWRITE.value,
+        eps=_EPS.value, steps=[int(s) for s in _STEPS.value], attacks=_ATTACKS.value, restarts=_RESTARTS.value,
+        step_size=_STEP_SIZE.value, queries=_QUERIES.value, num_targets=_NUM_TARGETS.value, seed=_SEED.value,
+        source_path=_SOURCE.value, source_checkpoint=_SOURCE_CHECKPOINT.value, dataset=_DATASET.value,
+        data_dir=_DATA_DIR.value, image_size=_IMAGE_SIZE.value, split=_SPLIT.value,
+        num_examples=_NUM_EXAMPLES.value, batch_size=_BATCH_SIZE.value, bpda=_BPDA.value,
         log=lambda line: print(line, flush=True),
     )
-    print("Wrote " + ", ".join(os.path.join(out_dir, w) for w in written))
+    print("Wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Per-example pairing losses: attention pairing, logit pairing and TRADES' KL term.
+"""Per-example losses, the one home of each: cross-entropy and the Carlini-Wagner margin (which
+the attacks and the objectives both use), attention pairing, logit pairing and TRADES' KL term.
 
 Every function returns one value per example (shape ``[B]``) so the model can reduce all terms
 the same way, with ``tf.nn.compute_average_loss`` over the global batch; mixing these with a
@@ -18,7 +19,23 @@ Choices, written down because implementations differ:
 * TRADES' term is ``KL(softmax(f(x)) || softmax(f(x_adv)))`` with gradients through both.
 """
 
+import keras
 import tensorflow as tf
+
+
+def cross_entropy(labels, logits):
+    """Per-example cross-entropy of integer labels."""
+    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+def margin(labels, logits):
+    """Per-example Carlini-Wagner margin ``max_{j != y} z_j - z_y``: positive when misclassified."""
+    num_classes = tf.shape(logits)[-1]
+    one_hot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=logits.dtype)
+    true_logit = tf.reduce_sum(one_hot * logits, axis=-1)
+    # Push the true class far down so it cannot win the max over the others.
+    other_best = tf.reduce_max(logits - one_hot * 1e9, axis=-1)
+    return other_best - true_logit
 
 
 def attention_map(features):

@@ -3,7 +3,7 @@ r"""Reproduce one of the paper's tables: ``python -m atalp_tf.reproduce --suite=
 Trains every method of the table (and the black-box source model), evaluates each with the
 table's attacks, and writes ``table.md``, ``table.csv`` and ``settings.json`` to ``--out_dir``
 (default ``runs/reproduce/NAME``). Stopped and started again, it skips what is done.
-Suites (``atalp_tf.suites``): table1, table2-flowers17, table2-imagenet4, table2-dogs-vs-cats
+Suites (``atalp_tf.reproduction.suites``): table1, table2-flowers17, table2-imagenet4, table2-dogs-vs-cats
 (GPU), table3 (attention on the flowers' parts, from table2-flowers17's models and a folder of
 part masks: ``--models_from=runs/reproduce/table2-flowers17 --mask_dir=DIR``) and cpu-flowers
 (a scaled-down Table 2 for a 2-core CPU).
@@ -36,32 +36,21 @@ def _check_mask_dir(values):
     return values["suite"] != "table3" or bool(values["mask_dir"] and os.path.isdir(values["mask_dir"]))
 
 
-@flags.validator("models_from", "--models_from must be an existing directory")
-def _check_models_from(path):
-    return path is None or os.path.isdir(path)
-
-
-@flags.validator("data_dir", "--data_dir must be an existing directory")
-def _check_data_dir(path):
-    return path is None or os.path.isdir(path)
+cli.require_existing("models_from", "directory", "be an existing directory")
+cli.require_existing("data_dir", "directory", "be an existing directory")
 
 
 def _reproduce(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import dataclasses
+    from atalp_tf.reproduction import runner
+    from atalp_tf.reproduction.suites import SUITES
 
-    from atalp_tf import reproduction
-    from atalp_tf import suites
-
-    suite = suites.SUITES[_SUITE.value]
-    if _WEIGHTS.value:
-        suite = dataclasses.replace(suite, train=dict(suite.train, weights=_WEIGHTS.value))
-    out_dir = _OUT_DIR.value or os.path.join("runs", "reproduce", suite.name)
-    overrides = {"data_dir": _DATA_DIR.value} if _DATA_DIR.value else None
+    out_dir = _OUT_DIR.value or os.path.join("runs", "reproduce", _SUITE.value)
     started = time.time()
-    lines = reproduction.run_suite(
-        suite, out_dir, data_overrides=overrides, mask_dir=_MASK_DIR.value, models_from=_MODELS_FROM.value
+    lines = runner.run_suite(
+        SUITES[_SUITE.value], out_dir, data_overrides={"data_dir": _DATA_DIR.value} if _DATA_DIR.value else None,
+        mask_dir=_MASK_DIR.value, models_from=_MODELS_FROM.value, weights=_WEIGHTS.value,
     )
     print("\n".join(lines))
     print(f"\nWrote {out_dir}/table.md and table.csv in {(time.time() - started) / 60:.1f} min")

@@ -13,9 +13,9 @@ from absl import flags
 
 from atalp_tf import choices
 from atalp_tf import cli
-from atalp_tf import pixels
 from atalp_tf.cli import DEFINE_pixel_value
 from atalp_tf.errors import Advice
+from atalp_tf.training.rundir import RunDir
 
 
 _MODEL_DIR = flags.DEFINE_string(
@@ -117,9 +117,9 @@ _OVERFIT_GUARD = flags.DEFINE_enum(
     "What to do when validation PGD accuracy collapses (catastrophic overfitting): stop "
     "(keep the best epoch's weights), warn, or off. auto: stop for fgsm_rs and free, off for pgd.",
 )
-_NORM = flags.DEFINE_enum("norm", "linf", ("linf", "l2"), "Perturbation norm.")
+_NORM = flags.DEFINE_enum("norm", "linf", choices.NORMS, "Perturbation norm.")
 _RANDOM_START = flags.DEFINE_bool("random_start", True, "Start PGD at a random point in the ball.")
-_ATTACK_LOSS = flags.DEFINE_enum("attack_loss", "ce", ("ce", "margin"), "Training PGD loss.")
+_ATTACK_LOSS = flags.DEFINE_enum("attack_loss", "ce", choices.ATTACK_LOSSES, "Training PGD loss.")
 _EVAL_EPS = DEFINE_pixel_value("eval_eps", None, "PGD eps for validation and test (default --eps).")
 _EVAL_STEP_SIZE = DEFINE_pixel_value(
     "eval_step_size", None, "PGD step for validation and test (default eval eps / 4)."
@@ -144,7 +144,7 @@ _EPOCHS = flags.DEFINE_integer("epochs", 100, "Training epochs.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 128, "Global batch size, split across replicas.", lower_bound=1
 )
-_OPTIMIZER = flags.DEFINE_enum("optimizer", "sgd", ("sgd", "adamw"), "Optimizer.")
+_OPTIMIZER = flags.DEFINE_enum("optimizer", "sgd", choices.OPTIMIZERS, "Optimizer.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate.", lower_bound=0.0)
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "Weight decay (see --weight_decay_type).", lower_bound=0.0)
@@ -216,7 +216,7 @@ def _check_dataset(value):
     ["dataset", "data_dir"], "--dataset=flowers17 and --dataset=folder need an existing --data_dir"
 )
 def _check_data_dir(values):
-    if values["dataset"] not in ("flowers17", "folder"):
+    if values["dataset"] not in choices.FILE_DATASETS:
         return True
     return bool(values["data_dir"]) and os.path.isdir(values["data_dir"])
 
@@ -225,7 +225,7 @@ def _check_data_dir(values):
     ["dataset", "image_size"], "--dataset=flowers17, folder and tfds:NAME need --image_size"
 )
 def _check_image_size(values):
-    return values["dataset"] in ("digits", "cifar10") or values["image_size"] > 0
+    return values["dataset"] in choices.ARRAY_DATASETS or values["image_size"] > 0
 
 
 @flags.multi_flags_validator(
@@ -246,9 +246,7 @@ def _check_size_for_architecture(values):
     return True
 
 
-@flags.validator("split_file", "--split_file must be an existing split.json")
-def _check_split_file(value):
-    return value is None or os.path.isfile(value)
+cli.require_existing("split_file", "file", "be an existing split.json")
 
 
 @flags.multi_flags_validator(
@@ -292,7 +290,7 @@ def _check_bn_batches(values):
     ["attack", "method"], "--attack=fgsm_rs or free needs an adversarial --method (not standard)"
 )
 def _check_attack_method(values):
-    return values["attack"] == "pgd" or values["method"] != "standard"
+    return values["attack"] == "pgd" or choices.OBJECTIVES[values["method"]].adversarial
 
 
 @flags.validator("model_dir", "--model_dir must be a directory path, not an existing file")
@@ -302,56 +300,50 @@ def _check_model_dir(value):
 
 @flags.multi_flags_validator(
     ["model_dir", "overwrite"],
-    "--model_dir already holds a finished run (model.keras, export or results.json): choose "
-    "another directory, or pass --overwrite to replace it",
+    f"--model_dir already holds a finished run ({', '.join(RunDir.FINISHED)}): choose another "
+    "directory, or pass --overwrite to replace it",
 )
 def _check_no_clobber(values):
     # A run in progress with the same configuration resumes; the trainer checks that.
-    if values["overwrite"] or not values["model_dir"]:
-        return True
-    return not any(
-        os.path.exists(os.path.join(values["model_dir"], name))
-        for name in choices.FINISHED_RUN_ARTIFACTS
-    )
+    return values["overwrite"] or not values["model_dir"] or not RunDir(values["model_dir"]).finished()
 
 
 def _config_from_flags():
     from atalp_tf.attacks import PGDConfig
-    from atalp_tf.datasets import DataConfig
-    from atalp_tf.training import TrainConfig
+    from atalp_tf.attacks import training as training_attack
+    from atalp_tf.training.config import TrainConfig
 
     common = dict(norm=_NORM.value, random_start=_RANDOM_START.value)
     train_attack = None
-    if _METHOD.value != "standard":
-        step_size = _STEP_SIZE.value or _EPS.value * {"pgd": 0.25, "fgsm_rs": 1.25, "free": 1.0}[_ATTACK.value]
-        steps = _ATTACK_STEPS.value if _ATTACK.value == "pgd" else 1
-        train_attack = PGDConfig(_EPS.value, step_size, steps, loss=_ATTACK_LOSS.value, **common)
+    if choices.OBJECTIVES[_METHOD.value].adversarial:
+        train_attack = training_attack.config(
+            _ATTACK.value, _EPS.value, step_size=_STEP_SIZE.value, steps=_ATTACK_STEPS.value,
+            loss=_ATTACK_LOSS.value, **common,
+        )
     eval_eps = _EVAL_EPS.value or _EPS.value
-    eval_attack = PGDConfig(
-        eval_eps, _EVAL_STEP_SIZE.value or eval_eps / 4, _EVAL_STEPS.value, **common
-    )
-    return TrainConfig(
+    eval_attack = PGDConfig(eval_eps, _EVAL_STEP_SIZE.value or eval_eps / 4, _EVAL_STEPS.value, **common)
+    for message in training_attack.advice(_ATTACK.value, train_attack) + training_attack.advice("eval", eval_attack):
+        warnings.warn(Advice(message))
+    return TrainConfig.from_flat(
         model_dir=_MODEL_DIR.value,
-        data=DataConfig(
-            name=_DATASET.value,
-            batch_size=_BATCH_SIZE.value,
-            data_dir=_DATA_DIR.value,
-            image_size=_IMAGE_SIZE.value or None,
-            seed=_SEED.value,
-            augment=_AUGMENT.value,
-            bad_images=_BAD_IMAGES.value,
-            cache=_CACHE.value,
-            split_file=_SPLIT_FILE.value,
+        data=dict(
+            name=_DATASET.value, batch_size=_BATCH_SIZE.value, data_dir=_DATA_DIR.value,
+            image_size=_IMAGE_SIZE.value or None, seed=_SEED.value, augment=_AUGMENT.value,
+            bad_images=_BAD_IMAGES.value, cache=_CACHE.value, split_file=_SPLIT_FILE.value,
             split_index=_SPLIT_INDEX.value,
         ),
         num_classes=_NUM_CLASSES.value or None,
         architecture=_ARCHITECTURE.value,
         width=_WIDTH.value,
         weights=None if _WEIGHTS.value == "none" else _WEIGHTS.value,
+        synchronized_bn=_SYNC_BN.value,
+        precision=_PRECISION.value,
         method=_METHOD.value,
         alpha=_ALPHA.value,
         beta=_BETA.value,
         trades_beta=_TRADES_BETA.value,
+        clean_ce_weight=_CLEAN_CE_WEIGHT.value,
+        bn_batches=_BN_BATCHES.value,
         train_attack=train_attack,
         eval_attack=eval_attack,
         attack=_ATTACK.value,
@@ -363,24 +355,20 @@ def _config_from_flags():
         momentum=_MOMENTUM.value,
         weight_decay=_WEIGHT_DECAY.value,
         weight_decay_type=_WEIGHT_DECAY_TYPE.value,
-        clean_ce_weight=_CLEAN_CE_WEIGHT.value,
-        bn_batches=_BN_BATCHES.value,
         schedule=_SCHEDULE.value,
         lr_boundaries=tuple(int(b) for b in _LR_BOUNDARIES.value),
         lr_decay=_LR_DECAY.value,
-        precision=_PRECISION.value,
-        jit_compile=_JIT_COMPILE.value,
         strategy=_STRATEGY.value,
         tpu=_TPU.value,
-        deterministic=_DETERMINISTIC.value,
+        jit_compile=_JIT_COMPILE.value,
         checkpoint_steps=_CHECKPOINT_STEPS.value,
+        overwrite=_OVERWRITE.value,
+        verbose=_VERBOSE.value if _VERBOSE.value == "auto" else int(_VERBOSE.value),
         val_steps=_VAL_STEPS.value,
         validate_every=_VALIDATE_EVERY.value,
         val_examples=_VAL_EXAMPLES.value or None,
-        synchronized_bn=_SYNC_BN.value,
         seed=_SEED.value,
-        overwrite=_OVERWRITE.value,
-        verbose=_VERBOSE.value if _VERBOSE.value == "auto" else int(_VERBOSE.value),
+        deterministic=_DETERMINISTIC.value,
     )
 
 
@@ -403,33 +391,13 @@ def _help():
     return cli.grouped_help(__doc__, _GROUPS)
 
 
-def _warn_about_steps():
-    """A step far above eps clips to the ball's surface at every step: PGD degenerates."""
-    eps = _EPS.value
-    step = _STEP_SIZE.value
-    if step and _ATTACK.value in ("pgd", "free") and step > eps * (1 + 1e-6):
-        warnings.warn(Advice(
-            f"--step_size={pixels.fraction(step)} is larger than --eps={pixels.fraction(eps)}: every PGD "
-            "step lands on the ball's surface, so the attack is no stronger than FGSM; the usual step is "
-            "eps / 4 (the default)"
-        ))
-    eval_eps = _EVAL_EPS.value or eps
-    if _EVAL_STEP_SIZE.value and _EVAL_STEP_SIZE.value > eval_eps * (1 + 1e-6):
-        warnings.warn(Advice(
-            f"--eval_step_size={pixels.fraction(_EVAL_STEP_SIZE.value)} is larger than the evaluation eps "
-            f"{pixels.fraction(eval_eps)}: validation PGD will be weak; the default is eps / 4"
-        ))
-
-
 def _train(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    _warn_about_steps()
     config = _config_from_flags()
-    from atalp_tf import training
+    from atalp_tf.training import trainer
 
-    results = training.run(config)
-    print("\n".join(training.summary(results, config.eval_attack)))
+    print("\n".join(trainer.summary(trainer.run(config))))
 
 
 if __name__ == "__main__":

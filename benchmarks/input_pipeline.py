@@ -44,9 +44,9 @@ def _train_rate(size, batch, steps):
     import keras
     import numpy as np
 
-    from atalp_tf import backbones
+    from atalp_tf.models import backbones
     from atalp_tf.attacks import PGDConfig
-    from atalp_tf.model import RobustClassifier
+    from atalp_tf.models.classifier import RobustClassifier
 
     model = RobustClassifier(
         backbones.resnet18(17, (size, size, 3), width=16),
@@ -79,9 +79,9 @@ def main(argv):
                 "flowers17", batch_size=batch, data_dir=_DATA_DIR.value, image_size=size,
                 augment="resized_crop",
             )
-            cold = _pipeline_rate(datasets.load(config, workdir).train, _PIPELINE_BATCHES.value)
+            cold = _pipeline_rate(datasets.load(config, os.path.join(workdir, "split.json")).train, _PIPELINE_BATCHES.value)
             cached_config = datasets.DataConfig(**{**config.__dict__, "cache": "memory"})
-            data = datasets.load(cached_config, workdir)
+            data = datasets.load(cached_config, os.path.join(workdir, "split.json"))
             for _ in data.train:  # fill the cache
                 pass
             warm = _pipeline_rate(data.train, _PIPELINE_BATCHES.value)

@@ -100,7 +100,7 @@ def _data(image_size, batch):
 
 
 def _backbone(spec):
-    from atalp_tf import backbones
+    from atalp_tf.models import backbones
 
     size = spec["image_size"]
     return backbones.build(spec["architecture"], 10, (size, size, 3), width=spec["width"])
@@ -123,7 +123,7 @@ def _plain_model(spec):
 
 def _robust_model(spec, method, attack="pgd", step_size=STEP, steps=None):
     from atalp_tf.attacks import PGDConfig
-    from atalp_tf.model import RobustClassifier
+    from atalp_tf.models.classifier import RobustClassifier
 
     config = PGDConfig(EPS, step_size, steps or _ATTACK_STEPS.value)
     model = RobustClassifier(

@@ -40,8 +40,8 @@ def digits16():
 @pytest.fixture(scope="session")
 def standard_model(digits16):
     """A tiny ResNet-18 trained without attacks: the target on which attacks must work."""
-    from atalp_tf import backbones
-    from atalp_tf.model import RobustClassifier
+    from atalp_tf.models import backbones
+    from atalp_tf.models.classifier import RobustClassifier
 
     keras.utils.set_random_seed(0)
     x, y, x_test, y_test = digits16
@@ -56,8 +56,8 @@ def standard_model(digits16):
 @pytest.fixture(scope="session")
 def source_model(digits16):
     """A second standard model (other width and seed): the black-box source of transfer attacks."""
-    from atalp_tf import backbones
-    from atalp_tf.model import RobustClassifier
+    from atalp_tf.models import backbones
+    from atalp_tf.models.classifier import RobustClassifier
 
     keras.utils.set_random_seed(1)
     x, y, _, _ = digits16
@@ -84,7 +84,7 @@ def tiny_cnn(num_classes, input_shape):
 def robust_cnn(digits16):
     """A small CNN trained with PGD-5 at eps 0.1 (PAT): robust enough that attacks have work left."""
     from atalp_tf.attacks import PGDConfig
-    from atalp_tf.model import RobustClassifier
+    from atalp_tf.models.classifier import RobustClassifier
 
     keras.utils.set_random_seed(0)
     x, y, _, _ = digits16

@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atalp_tf import apgd
 from atalp_tf import attacks
-from atalp_tf import backbones
-from atalp_tf import fab
-from atalp_tf import rays
-from atalp_tf import robustness
+from atalp_tf.models import backbones
+from atalp_tf.attacks import fab
+from atalp_tf.attacks import rays
+from atalp_tf.evaluation import robustness
 from atalp_tf.attacks import PGDConfig
-from atalp_tf.export import load_classifier
-from atalp_tf.model import RobustClassifier
-from atalp_tf.robustness import AttackSpec
+from atalp_tf.training.loading import load_classifier
+from atalp_tf.models.classifier import RobustClassifier
+from atalp_tf.evaluation.robustness import AttackSpec
 
 # 12x12x3 with 10 classes: large enough that a weak RayS (a fixed bisection per flip) stays
 # far from the exact answer at 5,000 queries, small enough that a sound one converges.

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from atalp_tf import losses
 from atalp_tf import attacks
 from atalp_tf.attacks import PGDConfig
 
@@ -41,7 +42,7 @@ def test_config_rejects_bad_values(kwargs, message):
 
 def test_margin_is_best_other_logit_minus_true_logit():
     logits = tf.constant([[1.0, 5.0, 2.0], [4.0, 0.0, 1.0]])
-    np.testing.assert_allclose(attacks.margin(tf.constant([1, 1]), logits), [-3.0, 4.0])
+    np.testing.assert_allclose(losses.margin(tf.constant([1, 1]), logits), [-3.0, 4.0])
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from atalp_tf import backbones
-from atalp_tf.preprocessing import CaffePreprocessing
+from atalp_tf.models import backbones
+from atalp_tf.models.preprocessing import CaffePreprocessing
 
 
 def test_resnet18_stage_shapes_and_widths():

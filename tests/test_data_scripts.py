@@ -42,7 +42,7 @@ def test_builds_the_four_class_tree_from_flat_val_with_labels_csv(tmp_path):
 
     data = datasets.load(
         datasets.DataConfig("folder", batch_size=4, data_dir=str(out), image_size=16),
-        workdir=str(tmp_path / "run"),
+        saved_split=str(tmp_path / "run" / "split.json"),
     )
     assert data.num_classes == 4 and data.sizes == {"train": 12, "val": 12, "test": 12}
 

@@ -27,7 +27,7 @@ def _flowers(tmp_path, seed=0, root=FLOWERS17, **kwargs):
         "flowers17", batch_size=32, data_dir=str(root), image_size=32, seed=seed, **kwargs
     )
     # As a training run does: read a split saved before, or save the one drawn now.
-    data = datasets.load(config, workdir=str(tmp_path))
+    data = datasets.load(config, saved_split=str(tmp_path / "split.json"))
     return datasets.save_split(data, str(tmp_path / "split.json"))
 
 
@@ -134,7 +134,7 @@ def odd_folder(tmp_path):
 
 def _folder(root, tmp_path, **kwargs):
     config = datasets.DataConfig("folder", batch_size=4, data_dir=str(root), image_size=16, **kwargs)
-    return datasets.load(config, workdir=str(tmp_path / "run"))
+    return datasets.load(config)
 
 
 def test_folder_reads_grayscale_cmyk_alpha_16bit_and_palette_images(odd_folder, tmp_path):
@@ -230,9 +230,10 @@ def test_train_and_val_subfolders_are_used_as_the_split(tmp_path):
 
 
 def test_class_count_that_does_not_match_the_model_is_refused(tmp_path):
-    from atalp_tf import training
+    from atalp_tf.training import trainer
+    from atalp_tf.training.config import TrainConfig
 
-    config = training.TrainConfig(
+    config = TrainConfig.from_flat(
         model_dir=str(tmp_path / "run"),
         data=datasets.DataConfig("digits", batch_size=32),
         num_classes=5,
@@ -240,7 +241,7 @@ def test_class_count_that_does_not_match_the_model_is_refused(tmp_path):
         epochs=1,
     )
     with pytest.raises(ValueError, match="set up for 5 classes .* has 10: 0, 1, 2"):
-        training.run(config)
+        trainer.run(config)
 
 
 def _cifar_batches(root, per_batch=12):

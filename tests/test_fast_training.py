@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from atalp_tf import losses
 from atalp_tf import attacks
-from atalp_tf import backbones
+from atalp_tf.models import backbones
 from atalp_tf.attacks import PGDConfig
-from atalp_tf.guards import CatastrophicOverfittingGuard
-from atalp_tf.model import RobustClassifier
+from atalp_tf.training.callbacks import CatastrophicOverfittingGuard
+from atalp_tf.models.classifier import RobustClassifier
 
 EPS = 0.1
 
@@ -73,7 +74,7 @@ def test_fgsm_rs_is_one_signed_step_from_a_random_start_that_raises_the_loss(sta
     on_edge = np.isclose(np.abs(adv - x_test[:128]), EPS / 2, atol=1e-5) | np.isin(adv, (0.0, 1.0))
     assert 0.55 < on_edge.mean() < 0.9
     noise = np.clip(x_test[:128] + np.random.default_rng(0).uniform(-EPS / 2, EPS / 2, x.shape), 0, 1)
-    loss = lambda z: attacks.cross_entropy(y, standard_model(z)).numpy().mean()  # noqa: E731
+    loss = lambda z: losses.cross_entropy(y, standard_model(z)).numpy().mean()  # noqa: E731
     assert loss(adv) > 2 * loss(noise)
 
 
@@ -192,18 +193,19 @@ def test_one_trace_per_input_shape_over_epochs_and_no_host_calls(attack, digits1
 
 
 def test_validation_every_n_epochs_on_a_fixed_subset_with_its_own_cheaper_attack(tmp_path):
-    from atalp_tf import training
+    from atalp_tf.training import trainer
+    from atalp_tf.training.config import TrainConfig
     from atalp_tf.datasets import DataConfig
-    from atalp_tf.model import RobustClassifier
+    from atalp_tf.models.classifier import RobustClassifier
 
-    config = training.TrainConfig(
+    config = TrainConfig.from_flat(
         model_dir=str(tmp_path / "run"), data=DataConfig(name="digits", batch_size=128),
         architecture="resnet18", width=2, train_attack=PGDConfig(0.1, 0.05, 1),
         eval_attack=PGDConfig(0.1, 0.025, 5), epochs=3, schedule="onecycle", learning_rate=0.05,
         val_steps=2, validate_every=2, val_examples=40, verbose=2, export=False,
     )
     lines = []
-    results = training.run(config, log=lines.append)
+    results = trainer.run(config, log=lines.append)
     epochs = [line for line in lines if line.startswith("epoch ")]
     # Validated after epoch 2 and at the last; not after epoch 1.
     assert [" | val " in line for line in epochs] == [False, True, True]

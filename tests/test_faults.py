@@ -61,9 +61,9 @@ def _kill_after_step(model_dir, step, *extra):
 
 
 def _weights(path):
-    import atalp_tf  # noqa: F401
+    from atalp_tf.training.loading import load_classifier
 
-    return keras.saving.load_model(path, compile=False).get_weights()
+    return load_classifier(path).get_weights()
 
 
 def test_sigkilled_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(tmp_path):
@@ -157,7 +157,7 @@ def test_a_checkpoint_for_another_class_count_is_refused(tmp_path):
     # split.json), so a class folder added between the runs changes the class count.
     data = tmp_path / "data"
     _folder(data, ["a", "b"])
-    extra = (f"--dataset=folder", f"--data_dir={data}", "--batch_size=4", "--epochs=3",
+    extra = ("--dataset=folder", f"--data_dir={data}", "--batch_size=4", "--epochs=3",
              "--checkpoint_steps=1")
     _kill_after_step(tmp_path / "run", 1, *extra)
     _folder(data, ["c"])
@@ -168,9 +168,9 @@ def test_a_checkpoint_for_another_class_count_is_refused(tmp_path):
 
 
 def test_load_classifier_checks_classes_and_shape_and_refuses_code(tmp_path, digits16):
-    from atalp_tf import backbones
-    from atalp_tf.export import load_classifier
-    from atalp_tf.model import RobustClassifier
+    from atalp_tf.models import backbones
+    from atalp_tf.training.loading import load_classifier
+    from atalp_tf.models.classifier import RobustClassifier
 
     path = str(tmp_path / "m.keras")
     RobustClassifier(backbones.resnet18(10, (16, 16, 1), width=2), method="standard").save(path)
@@ -253,33 +253,34 @@ def _checkpoint_in(model_dir):
 
 
 def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_path):
-    import dataclasses
 
-    from atalp_tf import training
+    from atalp_tf.training import rundir
+    from atalp_tf.training.config import TrainConfig
     from atalp_tf.datasets import DataConfig
 
-    config = training.TrainConfig(model_dir=str(tmp_path), data=DataConfig(name="digits", batch_size=64))
-    older = training._jsonable(config)
+    config = TrainConfig.from_flat(model_dir=str(tmp_path), data=DataConfig(name="digits", batch_size=64))
+    older = config.flat()
     for added in ("attack", "free_replays", "overfit_guard"):
         del older[added]
     (tmp_path / "run_config.json").write_text(json.dumps(older))
     _checkpoint_in(tmp_path)
-    assert training.prepare_model_dir(config) is True
-    with pytest.raises(training.ModelDirInUse, match="--attack: pgd then, free now"):
-        training.prepare_model_dir(dataclasses.replace(config, attack="free"))
+    assert rundir.prepare(config) is True
+    with pytest.raises(rundir.ModelDirInUse, match="--attack: pgd then, free now"):
+        rundir.prepare(config.replace(attack="free"))
 
 
 @pytest.mark.parametrize("method, resumes", [("at_alp", True), ("trades", False)])
 def test_a_run_from_before_bn_batches_resumes_only_if_its_batches_are_unchanged(tmp_path, method, resumes):
-    from atalp_tf import training
+    from atalp_tf.training import rundir
+    from atalp_tf.training.config import TrainConfig
     from atalp_tf.attacks import PGDConfig
     from atalp_tf.datasets import DataConfig
 
-    config = training.TrainConfig(
+    config = TrainConfig.from_flat(
         model_dir=str(tmp_path), data=DataConfig(name="digits", batch_size=64), method=method,
         train_attack=PGDConfig(0.1, 0.025, 2),
     )
-    older = training._jsonable(config)
+    older = config.flat()
     for added in ("bn_batches", "clean_ce_weight", "weight_decay_type"):
         del older[added]
     (tmp_path / "run_config.json").write_text(json.dumps(older))
@@ -287,14 +288,14 @@ def test_a_run_from_before_bn_batches_resumes_only_if_its_batches_are_unchanged(
     # Such runs put both halves through batch norm as one batch: "auto" now means the same
     # for at_alp, but separate batches for trades, which must not slip in mid-run.
     if resumes:
-        assert training.prepare_model_dir(config) is True
+        assert rundir.prepare(config) is True
     else:
-        with pytest.raises(training.ModelDirInUse, match="--bn_batches: joint then, separate now"):
-            training.prepare_model_dir(config)
+        with pytest.raises(rundir.ModelDirInUse, match="--bn_batches: joint then, separate now"):
+            rundir.prepare(config)
 
 
 def _config(tmp_path, **changes):
-    from atalp_tf import training
+    from atalp_tf.training.config import TrainConfig
     from atalp_tf.attacks import PGDConfig
     from atalp_tf.datasets import DataConfig
 
@@ -303,17 +304,16 @@ def _config(tmp_path, **changes):
         train_attack=PGDConfig(0.1, 0.025, 2), eval_attack=PGDConfig(0.1, 0.025, 2),
     )
     values.update(changes)
-    return training.TrainConfig(**values)
+    return TrainConfig.from_flat(**values)
 
 
 def _fake_run(config, *, checkpoint=True, finished=False):
     """A run directory as training leaves it: its config, and a checkpoint or a finished model."""
-    from atalp_tf import training
 
     root = config.model_dir
     os.makedirs(os.path.join(root, "resume"), exist_ok=True)
     with open(os.path.join(root, "run_config.json"), "w") as f:
-        json.dump(training._jsonable(config), f)
+        json.dump(config.flat(), f)
     if checkpoint:
         _checkpoint_in(root)
     if finished:
@@ -323,9 +323,9 @@ def _fake_run(config, *, checkpoint=True, finished=False):
 
 
 def test_a_run_that_cannot_start_claims_nothing_and_leftovers_never_block(tmp_path):
-    import dataclasses
 
-    from atalp_tf import training
+    from atalp_tf.training import rundir
+    from atalp_tf.training import trainer
     from atalp_tf.datasets import DataConfig
     from atalp_tf.errors import DataError
 
@@ -333,51 +333,48 @@ def test_a_run_that_cannot_start_claims_nothing_and_leftovers_never_block(tmp_pa
     (tmp_path / "data" / "b").mkdir()  # empty class folders: the data cannot be read
     broken = _config(tmp_path, data=DataConfig(name="folder", batch_size=8, data_dir=str(tmp_path / "data"), image_size=8))
     with pytest.raises(DataError, match="Class folder"):
-        training.run(broken)
+        trainer.run(broken)
     assert not os.path.exists(os.path.join(broken.model_dir, "run_config.json"))
     # A directory an older version left with nothing but a configuration does not block the
     # corrected command either: it starts afresh, saying so.
     _fake_run(broken, checkpoint=False)
-    plan = training.plan_model_dir(_config(tmp_path))
+    plan = rundir.plan(_config(tmp_path))
     assert plan.action == "new" and "run_config.json" in plan.remove
     assert "stopped before its first checkpoint" in plan.note
 
 
 def test_overwrite_resumes_an_unfinished_run_and_replaces_a_finished_one_with_its_evaluations(tmp_path):
-    import dataclasses
 
-    from atalp_tf import training
+    from atalp_tf.training import rundir
 
     config = _config(tmp_path, overwrite=True)
     _fake_run(config)
     # Repeating a killed --overwrite command must not throw its progress away.
-    assert training.plan_model_dir(config).action == "resume"
+    assert rundir.plan(config).action == "resume"
     _fake_run(config, finished=True)
-    plan = training.plan_model_dir(config)
+    plan = rundir.plan(config)
     assert plan.action == "replace" and "evaluation" in plan.remove
     lines = []
-    training.claim_model_dir(config, plan, lines.append)
+    rundir.claim(config, plan, lines.append)
     assert lines == [plan.note] and lines[0].startswith("Replacing the finished run")
     assert not os.path.exists(os.path.join(config.model_dir, "evaluation"))
     assert not os.path.exists(os.path.join(config.model_dir, "model.keras"))
-    with pytest.raises(training.ModelDirInUse, match="finished run"):
+    with pytest.raises(rundir.ModelDirInUse, match="finished run"):
         _fake_run(config, finished=True)
-        training.plan_model_dir(dataclasses.replace(config, overwrite=False))
+        rundir.plan(config.replace(overwrite=False))
 
 
 def test_another_configuration_is_refused_naming_the_flags_that_differ(tmp_path):
     import dataclasses
 
-    from atalp_tf import training
+    from atalp_tf.training import rundir
     from atalp_tf.attacks import PGDConfig
 
     config = _config(tmp_path)
     _fake_run(config)
-    other = dataclasses.replace(
-        config, data=dataclasses.replace(config.data, batch_size=8), train_attack=PGDConfig(8 / 255, 2 / 255, 2)
-    )
-    with pytest.raises(training.ModelDirInUse) as refused:
-        training.plan_model_dir(other)
+    other = config.replace(data=dataclasses.replace(config.data, batch_size=8), train_attack=PGDConfig(8 / 255, 2 / 255, 2))
+    with pytest.raises(rundir.ModelDirInUse) as refused:
+        rundir.plan(other)
     message = str(refused.value)
     assert "--batch_size: 128 then, 8 now" in message
     assert "--eps: 0.1 then, 8/255 now" in message and "--step_size: 0.025 then, 2/255 now" in message
@@ -385,16 +382,16 @@ def test_another_configuration_is_refused_naming_the_flags_that_differ(tmp_path)
 
 
 def test_last_and_best_are_attacked_from_the_same_random_starts(standard_model, digits16):
-    from atalp_tf import training
+    from atalp_tf.training import trainer
     from atalp_tf.attacks import PGDConfig
 
     _, _, x, y = digits16
     dataset = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(32)
     standard_model.eval_attack = PGDConfig(0.05, 0.0125, 3)
     try:
-        first = training._evaluate(standard_model, dataset, seed=0)
+        first = trainer.evaluate(standard_model, dataset, seed=0)
         standard_model.seed_generator.next()  # the generator moved on, as training moves it
-        again = training._evaluate(standard_model, dataset, seed=0)
+        again = trainer.evaluate(standard_model, dataset, seed=0)
     finally:
         standard_model.eval_attack = None
     assert first == again

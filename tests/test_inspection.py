@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atalp_tf import attacks
-from atalp_tf import backbones
-from atalp_tf import inspection
-from atalp_tf.model import RobustClassifier
+from atalp_tf import losses
+from atalp_tf.models import backbones
+from atalp_tf.inspection import maps as inspection
+from atalp_tf.models.classifier import RobustClassifier
 
 
 def test_stage_attention_shapes_and_unit_norm():
@@ -62,9 +62,9 @@ def test_part_activation_on_a_real_network_is_a_share(standard_model, digits16):
 
 def test_landscape_centre_is_the_loss_at_the_input(standard_model, digits16):
     _, _, x, y = digits16
-    offsets, losses = inspection.loss_landscape(standard_model, x[0], y[0], radius=0.1, steps=5)
-    assert losses.shape == (5, 5) and offsets[2] == 0.0
-    expected = attacks.cross_entropy(y[:1], standard_model(x[:1], training=False)).numpy()[0]
-    assert losses[2, 2] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    offsets, surface = inspection.loss_landscape(standard_model, x[0], y[0], radius=0.1, steps=5)
+    assert surface.shape == (5, 5) and offsets[2] == 0.0
+    expected = losses.cross_entropy(y[:1], standard_model(x[:1], training=False)).numpy()[0]
+    assert surface[2, 2] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     # Along the gradient sign the loss rises faster than along a random direction.
-    assert losses[4, 2] > losses[2, 4]
+    assert surface[4, 2] > surface[2, 4]

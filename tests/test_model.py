@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atalp_tf import backbones
+from atalp_tf.models import backbones
 from atalp_tf.attacks import PGDConfig
 from atalp_tf.choices import METHODS
-from atalp_tf.model import RobustClassifier
+from atalp_tf.models.classifier import RobustClassifier
 
 ATTACK = PGDConfig(eps=0.1, step_size=0.05, steps=2, random_start=False)
 

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 
-import keras
 import numpy as np
 
 from conftest import REPO
@@ -37,9 +36,9 @@ def _free_ports(count):
 
 
 def _weights(path):
-    import atalp_tf  # noqa: F401
+    from atalp_tf.training.loading import load_classifier
 
-    return keras.saving.load_model(path, compile=False).get_weights()
+    return load_classifier(path).get_weights()
 
 
 def _train(model_dir, *extra, env, tf_config=None):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atalp_tf import reproduction
-from atalp_tf import robustness
-from atalp_tf import suites
-from atalp_tf.backbones import STAGES
+from atalp_tf.reproduction import runner as reproduction
+from atalp_tf.evaluation import robustness
+from atalp_tf.reproduction import suites
+from atalp_tf.models.backbones import STAGES
 from conftest import REPO
 
 
@@ -77,7 +77,7 @@ def test_every_suite_builds_its_configs_and_attack_plans(folder, tmp_path):
         names = (["source"] if suite.source else []) + list(suite.methods)
         for model in names:
             config = reproduction.train_config(suite, model, str(tmp_path))
-            assert config.method == ("standard" if model == "source" else model)
+            assert config.objective.method == ("standard" if model == "source" else model)
         if suite.table == "parts":
             assert suite.train == suites.SUITES["table2-flowers17"].train, "table3 reads table2's models"
             continue

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atalp_tf import robustness
-from atalp_tf import robustness_checks
-from atalp_tf.robustness import AttackSpec
+from atalp_tf.evaluation import robustness
+from atalp_tf.evaluation import checks as robustness_checks
+from atalp_tf.evaluation.robustness import AttackSpec
 
 EPS = 8 / 255
 

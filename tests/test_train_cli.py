@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from absl import flags
 
+from atalp_tf import choices
+
 from conftest import REPO
 
 QUICKSTART = os.path.join(REPO, "flags", "quickstart.cfg")
@@ -77,9 +79,10 @@ def test_every_flagfile_opens_with_its_purpose_and_builds_a_config(flagfile, tmp
         config = train._config_from_flags()
     finally:
         flags.FLAGS.unparse_flags()
-    assert config.method in train.choices.METHODS
-    if config.method != "standard":
-        assert 0 < config.train_attack.step_size <= config.train_attack.eps * 1.25
+    assert config.objective.method in choices.METHODS
+    if choices.OBJECTIVES[config.objective.method].adversarial:
+        attack = config.adversary.train_attack
+        assert 0 < attack.step_size <= attack.eps * 1.25
 
 
 @pytest.mark.parametrize("attack, step, steps", [("pgd", 0.25, 7), ("fgsm_rs", 1.25, 1), ("free", 1.0, 1)])
@@ -91,8 +94,8 @@ def test_each_training_attack_gets_its_papers_step_size_unless_given(attack, ste
         config = train._config_from_flags()
     finally:
         flags.FLAGS.unparse_flags()
-    assert config.attack == attack and config.train_attack.steps == steps
-    assert config.train_attack.step_size == pytest.approx(step * 8 / 255)
+    assert config.adversary.attack == attack and config.adversary.train_attack.steps == steps
+    assert config.adversary.train_attack.step_size == pytest.approx(step * 8 / 255)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +156,7 @@ def test_help_groups_the_flags_and_shows_defaults_as_written():
     assert result.returncode == 0
     text = result.stdout
     headings = [line for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
-    assert headings == ["data:", "model:", "objective:", "attack:", "optimisation:", "run:"]
+    assert headings == ["data:", "model:", "objective:", "attack:", "validation:", "optimisation:", "run:"]
     assert "--eps (default 8/255)" in text and "0.0313" not in text
     assert text.index("attack:") < text.index("--eps (default") < text.index("optimisation:")
 

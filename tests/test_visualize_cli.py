@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atalp_tf import backbones
-from atalp_tf.model import RobustClassifier
+from atalp_tf.models import backbones
+from atalp_tf.models.classifier import RobustClassifier
 from conftest import REPO
 
 

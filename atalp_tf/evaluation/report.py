@@ -1,0 +1,111 @@
+"""A robustness evaluation as a terminal table, JSON, CSV and figure, and the one function that
+evaluates a model into a directory (``evaluate_into``: the evaluate command and the suites)."""
+
+import csv
+import json
+import os
+
+from atalp_tf import pixels
+from atalp_tf import plots
+from atalp_tf.evaluation import checks as robustness_checks
+from atalp_tf.evaluation import robustness
+
+CSV_FIELDS = ("name", "attack", "box", "eps", "eps_255", "steps", "restarts", "step_size", "accuracy")
+
+
+def table(report, checks, title=""):
+    """The lines printed on the terminal: one row per attack, the worst case, the checks."""
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append(f"clean accuracy {report.clean_accuracy:.4f} on {report.num_examples} examples")
+    lines.append(f"  {'attack':<34} {'box':<5} {'eps':>16} {'steps':>6} {'restarts':>8} {'accuracy':>9}")
+    for spec in report.specs:
+        eps = pixels.both(spec.eps)
+        lines.append(
+            f"  {spec.name:<34} {spec.box:<5} {eps:>16} {spec.steps:>6} {spec.restarts:>8} "
+            f"{report.accuracy(spec):>9.4f}"
+        )
+        if spec.name in report.breakers:
+            steps = ", ".join(f"{n} {a:.4f}" for n, a in report.after_each_component(spec).items())
+            lines.append(f"    accuracy after each of its attacks: {steps}")
+    for eps, (accuracy, names) in report.worst_case().items():
+        lines.append(
+            f"  worst case per example at eps {pixels.both(eps)}: {accuracy:.4f} "
+            f"over {len(names)} attacks"
+        )
+    fired = [c for c in checks if c.fired]
+    ran = [c for c in checks if c.ran]
+    lines.append(f"checks: {len(fired)} of {len(ran)} fired" + (f", {len(checks) - len(ran)} not run" if len(ran) < len(checks) else ""))
+    for check in checks:
+        status = "WARNING" if check.fired else ("ok" if check.ran else "not run")
+        lines.append(f"  [{status}] {check.name}: {check.detail}")
+        if check.fired:
+            lines.append(f"      what to do: {check.advice}")
+    return lines
+
+
+def to_json(report, checks, **context):
+    values = dict(context)
+    values.update(report.to_dict())
+    values["checks"] = [c.to_dict() for c in checks]
+    values["warnings"] = [c.name for c in checks if c.fired]
+    return values
+
+
+def write_csv(path, report):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow(dict(name="clean", attack="none", box="", eps=0, eps_255=0, steps=0,
+                             restarts=0, step_size=0, accuracy=report.clean_accuracy))
+        for spec in report.specs:
+            writer.writerow(dict(spec.to_dict(), accuracy=report.accuracy(spec)))
+        for eps, (accuracy, names) in report.worst_case().items():
+            writer.writerow(dict(name=f"worst case eps={pixels.fraction(eps)}", attack="worst_case",
+                                 box="", eps=eps, eps_255=eps * 255, steps="", restarts="",
+                                 step_size="", accuracy=accuracy))
+
+
+# The files an evaluation writes into its directory.
+JSON, CSV, FIGURE = "evaluation.json", "evaluation.csv", "accuracy_vs_iterations.png"
+OUTPUTS = (JSON, CSV, FIGURE)
+
+
+def _curves(report):
+    """PGD accuracy against iterations, per eps and box, where there are two counts or more."""
+    curves = {}
+    for spec in report.specs:
+        if spec.attack == "pgd":
+            label = f"eps {pixels.fraction(spec.eps)} {spec.box}-box"
+            curves.setdefault(label, []).append((spec.steps, report.accuracy(spec)))
+    return {k: v for k, v in curves.items() if len(v) > 1}
+
+
+def evaluate_into(out_dir, target, batches, specs, *, source=None, seed=0, num_classes=None,
+                  num_batches=None, title="", context=None, log=print, figure=True):
+    """Evaluates ``specs`` (``robustness.evaluate``), runs the checks, logs the table and writes
+    ``evaluation.json``, ``evaluation.csv`` and, with ``figure`` and matplotlib,
+    ``accuracy_vs_iterations.png`` to ``out_dir``. Returns ``(report, checks, json values,
+    names written)``."""
+    report = robustness.evaluate(
+        target, batches, specs, source=source, seed=seed, num_classes=num_classes, log=log,
+        num_batches=num_batches,
+    )
+    checks = robustness_checks.run_checks(report)
+    for line in table(report, checks, title):
+        log(line)
+    os.makedirs(out_dir, exist_ok=True)
+    values = to_json(report, checks, **(context or {}))
+    with open(os.path.join(out_dir, JSON), "w") as f:
+        json.dump(values, f, indent=2)
+    write_csv(os.path.join(out_dir, CSV), report)
+    written = [JSON, CSV]
+    curves = _curves(report) if figure else {}
+    if curves:
+        try:
+            plots.accuracy_curves(os.path.join(out_dir, FIGURE), curves, report.clean_accuracy)
+            written.append(FIGURE)
+        except ImportError as error:
+            log(f"No PNG written: {error}")
+    return report, checks, values, written

@@ -1,0 +1,140 @@
+"""What one training run needs, in groups: ``TrainConfig``.
+
+Pixel quantities (eps, step sizes) are in [0, 1] units. The groups say what each setting is
+about; ``runtime`` holds the settings of how a run goes (strategy, checkpoints, validation
+schedule, verbosity), which may change when an interrupted run is started again, while every
+other setting must stay the same for it to resume.
+
+``run_config.json`` and ``results.json`` keep the flat form they always had (one key per
+setting, the data and the attacks as dicts): ``flat()`` writes it, ``from_flat`` reads it, and
+settings never seen before take their defaults.
+"""
+
+import dataclasses
+
+from atalp_tf.attacks.pgd import PGDConfig
+from atalp_tf.datasets import DataConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    architecture: str = "resnet18"
+    width: int = 64
+    weights: str | None = None
+    synchronized_bn: bool = False
+    num_classes: int | None = None  # when given, the dataset must have this many classes
+    precision: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveSettings:
+    method: str = "at_alp"
+    alpha: float = 0.5
+    beta: float = 1.0
+    trades_beta: float = 6.0
+    clean_ce_weight: float = 0.0  # share of clean CE in alp, at and at_alp (Kannan et al.: 0.5)
+    bn_batches: str = "auto"  # choices.BN_BATCHES; auto: each method's reference
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarySettings:
+    train_attack: PGDConfig | None = None
+    attack: str = "pgd"  # how training makes adversarial examples: choices.TRAIN_ATTACKS
+    free_replays: int = 4
+    eval_attack: PGDConfig | None = None  # the test's attack (validation: runtime.val_steps)
+    overfit_guard: str = "auto"  # "auto": "stop" for fgsm_rs and free, "off" for pgd
+
+    def __post_init__(self):
+        for name in ("train_attack", "eval_attack"):
+            object.__setattr__(self, name, PGDConfig.coerce(getattr(self, name), name))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    epochs: int = 10
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    weight_decay_type: str = "decoupled"  # choices.WEIGHT_DECAY_TYPES; the PyTorch recipes': l2
+    schedule: str = "cosine"
+    lr_boundaries: tuple = ()
+    lr_decay: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """How a run goes; all of it may change between a run and its resumption."""
+
+    strategy: str = "auto"
+    tpu: str | None = None
+    jit_compile: bool = False
+    checkpoint_steps: int = 0  # 0: at the end of each epoch only
+    overwrite: bool = False
+    verbose: int | str = "auto"
+    export: bool = True  # write export/ (a SavedModel for serving) beside model.keras
+    # Validation (best epoch, overfitting guard): PGD with val_steps steps (None: the test
+    # attack's), every validate_every epochs and at the last, on val_examples of the split.
+    val_steps: int | None = None
+    validate_every: int = 1
+    val_examples: int | None = None
+
+
+GROUPS = {
+    "model": ModelSettings, "objective": ObjectiveSettings, "adversary": AdversarySettings,
+    "optimizer": OptimizerSettings, "runtime": Runtime,
+}
+# Each flat setting's group.
+_GROUP_OF = {field.name: group for group, kind in GROUPS.items() for field in dataclasses.fields(kind)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model_dir: str
+    data: DataConfig
+    model: ModelSettings = ModelSettings()
+    objective: ObjectiveSettings = ObjectiveSettings()
+    adversary: AdversarySettings = AdversarySettings()
+    optimizer: OptimizerSettings = OptimizerSettings()
+    runtime: Runtime = Runtime()
+    seed: int = 0
+    deterministic: bool = False
+
+    @classmethod
+    def from_flat(cls, **values):
+        """A config from flat settings (``run_config.json``'s keys); ``data`` may be a dict."""
+        top = {name: values.pop(name) for name in ("model_dir", "data", "seed", "deterministic") if name in values}
+        unknown = sorted(set(values) - set(_GROUP_OF))
+        if unknown:
+            raise TypeError(f"TrainConfig has no setting {', '.join(unknown)}")
+        if isinstance(top.get("data"), dict):
+            top["data"] = DataConfig(**top["data"])
+        groups = {group: {} for group in GROUPS}
+        for name, value in values.items():
+            groups[_GROUP_OF[name]][name] = tuple(value) if name == "lr_boundaries" else value
+        return cls(**top, **{group: GROUPS[group](**settings) for group, settings in groups.items()})
+
+    def flat(self):
+        """The flat, JSON-ready form: one key per setting, as ``run_config.json`` holds it."""
+        values = {"model_dir": self.model_dir, "data": dataclasses.asdict(self.data)}
+        for group in GROUPS:
+            values.update(dataclasses.asdict(getattr(self, group)))
+        values.update(seed=self.seed, deterministic=self.deterministic, lr_boundaries=list(self.optimizer.lr_boundaries))
+        return values
+
+    def replace(self, **flat):
+        """This config with some flat settings changed (``method="pat"``, ``data=...``)."""
+        values = self.flat()
+        values["data"] = self.data
+        values.update(flat)
+        return TrainConfig.from_flat(**values)
+
+    def identity(self):
+        """The flat settings that must be the same for a run to resume: all but the runtime's."""
+        runtime = {field.name for field in dataclasses.fields(Runtime)}
+        return {k: v for k, v in self.flat().items() if k not in runtime}
+
+
+def runtime_settings():
+    """The flat names of the settings that may change when a run resumes."""
+    return tuple(field.name for field in dataclasses.fields(Runtime))

@@ -1,0 +1,409 @@
+"""One training run in named stages, from a ``TrainConfig`` to checkpoints, logs and results.
+
+The command line (``atalp_tf.train``) only turns flags into a ``TrainConfig``; everything
+else lives here so it can be called from Python and tested without a subprocess. ``run``
+goes through:
+
+1. the distribution strategy (a multi-worker one before any other TensorFlow operation);
+2. the plan for the run directory (``rundir.plan``: new, resume or replace; nothing written);
+3. the data; 4. the model, with its pretrained weights, and its optimizer;
+5. only then the directory is claimed (``rundir.claim``), so that a run that cannot start
+   leaves nothing behind that blocks the corrected command; the drawn split is saved;
+6. the checkpoints to resume from, and training: two ``fit`` calls when it resumes mid-epoch;
+7. the test of the last and the best epoch's models, from the same random starts;
+8. saving ``model.keras``, the serving export and ``results.json``.
+
+What each file of the run directory is: ``atalp_tf.training.rundir``.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from atalp_tf import choices
+from atalp_tf import datasets
+from atalp_tf import pixels
+from atalp_tf.attacks.pgd import PGDConfig
+from atalp_tf.errors import DataError
+from atalp_tf.errors import Interrupted
+from atalp_tf.errors import UserError
+from atalp_tf.models import backbones
+from atalp_tf.models.classifier import RobustClassifier
+from atalp_tf.training import callbacks as watch
+from atalp_tf.training import optimizers
+from atalp_tf.training import rundir
+from atalp_tf.training.export import export_serving
+from atalp_tf.training.rundir import RunDir
+
+
+class CheckpointMismatch(UserError, ValueError):
+    """The checkpoint to resume from was made for other classes or image shapes."""
+
+
+def make_strategy(name, tpu=None):
+    """``auto``: MirroredStrategy over the visible GPUs, the default strategy without any.
+
+    ``multi_worker`` reads the cluster from ``TF_CONFIG``; it must be made before any other
+    TensorFlow operation runs. ``tpu`` connects to the TPU named by ``tpu``.
+    """
+    if name not in choices.STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {choices.STRATEGIES}. Received: strategy={name!r}")
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "mirrored" or (name == "auto" and tf.config.list_physical_devices("GPU")):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes files: the only one, the chief, or worker 0 without a chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def build_model(config, num_classes, image_shape):
+    """The backbone of ``config`` wrapped in a ``RobustClassifier`` (call inside a scope)."""
+    model, objective, adversary = config.model, config.objective, config.adversary
+    backbone = backbones.build(
+        model.architecture, num_classes, image_shape, weights=model.weights, width=model.width,
+        synchronized_bn=model.synchronized_bn,
+    )
+    coupled = config.optimizer.weight_decay if config.optimizer.weight_decay_type == "l2" else 0.0
+    return RobustClassifier(
+        backbone, method=objective.method, alpha=objective.alpha, beta=objective.beta,
+        trades_beta=objective.trades_beta, clean_ce_weight=objective.clean_ce_weight,
+        bn_batches=objective.bn_batches, train_attack=adversary.train_attack,
+        eval_attack=adversary.eval_attack, attack=adversary.attack, free_replays=adversary.free_replays,
+        seed=config.seed, weight_decay=coupled,
+    )
+
+
+def build_optimizer(config, steps_per_epoch):
+    """The optimizer and learning-rate schedule of ``config`` (call inside a scope)."""
+    settings = config.optimizer
+    schedule = optimizers.learning_rate_schedule(
+        settings.learning_rate, schedule=settings.schedule, steps_per_epoch=steps_per_epoch,
+        epochs=settings.epochs, boundaries=settings.lr_boundaries, decay_factor=settings.lr_decay,
+    )
+    decoupled = settings.weight_decay if settings.weight_decay_type == "decoupled" else 0.0
+    return optimizers.build_optimizer(settings.optimizer, schedule, weight_decay=decoupled, momentum=settings.momentum)
+
+
+def _guard(config):
+    """The catastrophic-overfitting guard of ``config``, or None."""
+    action = config.adversary.overfit_guard
+    if action not in choices.OVERFIT_GUARDS:
+        raise ValueError(f"`overfit_guard` must be one of {choices.OVERFIT_GUARDS}. Received: {action!r}")
+    if action == "auto":
+        single_step = config.adversary.attack != "pgd" and choices.OBJECTIVES[config.objective.method].adversarial
+        action = "stop" if single_step else "off"
+    if action == "off":
+        return None
+    if config.adversary.eval_attack is None:
+        raise ValueError(f"overfit_guard={action!r} watches validation PGD accuracy: set `eval_attack`")
+    return watch.CatastrophicOverfittingGuard(action=action)
+
+
+def _restore(checkpoint, run, data):
+    """Restores the latest checkpoint in the run's ``resume/``, refusing one made for other data."""
+    if os.path.exists(run.data_state):
+        with open(run.data_state) as f:
+            saved = json.load(f)
+        now = {"num_classes": data.num_classes, "image_shape": list(data.image_shape)}
+        if saved != now:
+            raise CheckpointMismatch(
+                f"The checkpoint in {os.path.dirname(run.data_state)} was made for "
+                f"{saved['num_classes']} classes and images of shape {tuple(saved['image_shape'])}, "
+                f"but the data now has {now['num_classes']} classes ({', '.join(data.class_names)}) "
+                f"of shape {tuple(now['image_shape'])}; restore the data or pass --overwrite"
+            )
+    latest = tf.train.latest_checkpoint(run.file(RunDir.RESUME))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+
+
+def evaluate(model, dataset, seed):
+    """Test metrics of ``model``, its attack's random starts drawn from ``seed`` whatever the
+    generator's state, so that identical weights give identical numbers."""
+    generator = model.seed_generator
+    kept = generator.state.numpy()
+    generator.state.assign(keras.random.SeedGenerator(seed).state.numpy())
+    try:
+        results = model.evaluate(dataset, verbose=0, return_dict=True)
+    finally:
+        generator.state.assign(kept)
+    return {k: float(np.asarray(v).reshape(-1)[0]) for k, v in results.items()}
+
+
+def describe_run(config, data, model, resume_point=None):
+    """The lines a run prints before it starts: what it trains, on what, where."""
+    method, adversary, settings = config.objective.method, config.adversary, config.model
+    if not choices.OBJECTIVES[method].adversarial:
+        objective = "standard training (no attack)"
+    else:
+        attack = adversary.train_attack
+        how = {"pgd": f"PGD-{attack.steps}", "fgsm_rs": "FGSM-RS", "free": f"free ({adversary.free_replays} replays)"}
+        objective = (
+            f"{method} with {how[adversary.attack]} at eps {pixels.fraction(attack.eps)}, "
+            f"step {pixels.fraction(attack.step_size)}"
+        )
+    names = ", ".join(data.class_names[:6]) + (", ..." if len(data.class_names) > 6 else "")
+    sizes = ", ".join(f"{data.sizes[p]} {p}" for p in ("train", "val", "test"))
+    shape = "x".join(str(d) for d in data.image_shape)
+    parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    optimizer = config.optimizer
+    lines = [
+        f"Training {objective}, {optimizer.epochs} epochs, into {config.model_dir}",
+        f"  data:  {config.data.name}, {data.num_classes} classes ({names}); {sizes}; {shape}",
+        f"  model: {settings.architecture}" + (f" width {settings.width}" if settings.architecture == "resnet18" else "")
+        + f", {parameters:,} trainable parameters; {optimizer.optimizer} lr {optimizer.learning_rate:g} {optimizer.schedule}",
+    ]
+    lines += [f"  note:  {note}" for note in data.notes]
+    if resume_point:
+        epoch, step = resume_point
+        lines.append(f"  resuming from epoch {epoch + 1}, step {step}")
+    return lines
+
+
+def run(config, log=print, callbacks=()):
+    """Trains (or resumes), evaluates and exports; returns the dict written to ``results.json``.
+
+    The stages are those of the module's docstring. ``log`` receives the lines a user should
+    see (the summary at the start, what was replaced, a resume point, a line per epoch);
+    ``callbacks`` are more Keras callbacks for ``fit`` (a benchmark's timer, say).
+    """
+    runtime, optimizer_settings = config.runtime, config.optimizer
+    if config.model.precision not in choices.PRECISIONS:
+        raise ValueError(f"`precision` must be one of {choices.PRECISIONS}. Received: {config.model.precision!r}")
+    # 1. A multi-worker strategy must exist before any other TensorFlow operation runs.
+    strategy = make_strategy(runtime.strategy, runtime.tpu)
+    chief = is_chief(strategy)
+    # 2. What to do with the directory; workers read the chief's checkpoints (model_dir is on
+    # storage all can see).
+    run_dir = RunDir(config.model_dir)
+    plan = rundir.plan(config) if chief else rundir.Plan("resume" if run_dir.has_checkpoint() else "new")
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(config.model.precision)
+
+    # 3. A resumed run reads the split it saved; a new one draws it and saves it once it starts.
+    data = datasets.load(config.data, saved_split=run_dir.file(RunDir.SPLIT) if plan.resumes else None)
+    if config.model.num_classes and config.model.num_classes != data.num_classes:
+        raise DataError(
+            f"The model is set up for {config.model.num_classes} classes (--num_classes) but dataset "
+            f"{config.data.name!r} has {data.num_classes}: {', '.join(data.class_names)}"
+        )
+    stream = data.train_stream
+    steps_per_epoch = stream.steps_per_epoch
+
+    # 4. The model, its weights and its optimizer.
+    with strategy.scope():
+        model = build_model(config, data.num_classes, data.image_shape)
+        model.compile(
+            optimizer=build_optimizer(config, steps_per_epoch * model.updates_per_batch),
+            jit_compile=runtime.jit_compile,
+        )
+        model.optimizer.build(model.trainable_variables)
+        best_score = tf.Variable(-math.inf, trainable=False, dtype=tf.float64)
+        best_epoch = tf.Variable(0, trainable=False, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(
+        model=model,
+        optimizer=model.optimizer,
+        # The attack's random-start generator is not tracked through the model.
+        attack_seed=model.seed_generator.state.value,
+        best_score=best_score,
+        best_epoch=best_epoch,
+    )
+    if plan.resumes:
+        _restore(checkpoint, run_dir, data)
+
+    # 5. Everything the run needs is in hand: now the directory is claimed. Other workers
+    # write what every worker must save (collectively) to a scratch directory.
+    out = run_dir if chief else RunDir(tempfile.mkdtemp(prefix="atalp_worker_"))
+    if chief:
+        rundir.claim(config, plan, log)
+        data = datasets.save_split(data, out.file(RunDir.SPLIT))
+    manager = tf.train.CheckpointManager(checkpoint, out.file(RunDir.RESUME), max_to_keep=2)
+    os.makedirs(out.file(RunDir.RESUME), exist_ok=True)
+    with open(out.data_state, "w") as f:
+        json.dump({"num_classes": data.num_classes, "image_shape": list(data.image_shape)}, f)
+
+    step = watch.batches_done(model)
+    epoch, offset = divmod(step, steps_per_epoch)
+    if chief:
+        for line in describe_run(config, data, model, (epoch, step) if plan.resumes else None):
+            log(line)
+
+    # 6. Training.
+    os.makedirs(out.file(RunDir.CHECKPOINTS), exist_ok=True)
+    test_attack = config.adversary.eval_attack
+    best_monitor = "val_pgd_accuracy" if test_attack else "val_clean_accuracy"
+    best_restored = float(best_score.numpy())
+    best_callback = keras.callbacks.ModelCheckpoint(
+        out.model_file("best"),
+        monitor=best_monitor,
+        mode="max",
+        save_best_only=True,
+        initial_value_threshold=best_restored if math.isfinite(best_restored) else None,
+    )
+    guard = _guard(config)
+    watchers = [
+        *callbacks,
+        watch.StopOnNonFiniteLoss(),
+        # Before the checkpoints, so that a stop on collapse saves the restored weights.
+        *([guard] if guard else []),
+        keras.callbacks.ModelCheckpoint(out.model_file("last")),
+        best_callback,
+        watch.BestEpoch(best_callback, best_epoch),
+        watch.ResumeCheckpoint(
+            manager, runtime.checkpoint_steps, best_score, best_callback, last_saved=watch.global_step(model),
+        ),
+    ]
+    if chief:
+        watchers.append(keras.callbacks.TensorBoard(out.file(RunDir.LOGS)))
+        if runtime.verbose != 0:
+            live = None if runtime.verbose == "auto" else runtime.verbose == 1
+            watchers.append(watch.EpochLine(optimizer_settings.epochs, live=live, write=log))
+
+    # Validation picks the best epoch and feeds the guard: a cheaper attack than the test's,
+    # every validate_every epochs and at the last, on a fixed subset if asked.
+    validation = data.val
+    if runtime.val_examples:
+        validation = datasets.fixed_subset(
+            validation, runtime.val_examples, data.sizes["val"], config.seed, config.data.batch_size
+        )
+    if runtime.val_steps and test_attack is not None:
+        model.eval_attack = dataclasses.replace(test_attack, steps=runtime.val_steps)
+    epochs, every = optimizer_settings.epochs, runtime.validate_every
+    fit_args = dict(
+        validation_data=validation,
+        validation_freq=sorted(set(range(every, epochs + 1, every)) | {epochs}),
+        callbacks=watchers,
+        verbose=0,  # EpochLine reports instead of Keras' bar
+        shuffle=False,  # the stream shuffles itself; Keras' own flag only warns on tf.data
+    )
+    try:
+        if offset:
+            # Finish the interrupted epoch with its remaining steps, then carry on whole epochs.
+            # (Keras cannot start mid-epoch; epochs=epochs keeps the epoch numbers right.)
+            model.fit(
+                stream.from_step(step, epoch + 1), initial_epoch=epoch, epochs=epochs,
+                steps_per_epoch=steps_per_epoch - offset,
+                **{**fit_args, "callbacks": watchers + [watch.StopAfterOneEpoch()]},
+            )
+            epoch += 1
+        if epoch < epochs and not (guard and guard.collapse and guard.action == "stop"):
+            model.fit(
+                stream.from_step(epoch * steps_per_epoch, epochs), initial_epoch=epoch, epochs=epochs,
+                steps_per_epoch=steps_per_epoch, **fit_args,
+            )
+    except KeyboardInterrupt:
+        raise _interrupted(manager, steps_per_epoch, model.updates_per_batch) from None
+    # The test (and the saved model) attack with the test attack; Keras keeps the traced test
+    # step, so it must be traced again.
+    model.eval_attack = test_attack
+    model.test_function = None
+
+    # 7. The test of the last and the best epoch's models.
+    results = {
+        "config": config.flat(),
+        "num_classes": data.num_classes,
+        "class_names": list(data.class_names),
+        "image_shape": list(data.image_shape),
+        "split_sizes": data.sizes,
+        "split_file": data.split_path,
+        "skipped_files": [{"path": p, "reason": r} for p, r in data.skipped],
+        "steps": watch.global_step(model),
+        "resumed": plan.resumes,
+        "catastrophic_overfitting": guard.collapse if guard else None,
+        "best_epoch": int(best_epoch.numpy()) or None,
+        "best_monitor": best_monitor,
+        "test_last": evaluate(model, data.test, config.seed),
+    }
+    with strategy.scope():
+        # Only the weights matter for evaluation; compile() without an optimizer skips
+        # restoring the saved optimizer state.
+        best = keras.saving.load_model(out.model_file("best"), compile=False)
+        best.eval_attack = model.eval_attack
+        best.compile()
+    results["test_best"] = evaluate(best, data.test, config.seed)
+
+    # 8. What the run leaves.
+    if not chief:
+        shutil.rmtree(out.path, ignore_errors=True)
+        return results
+    model.save(out.model_file("final"))
+    results["model_path"] = out.model_file("final")
+    if runtime.export:
+        export_serving(model, out.file(RunDir.EXPORT), data.image_shape)
+        results["export_dir"] = out.file(RunDir.EXPORT)
+    with open(out.file(RunDir.RESULTS), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def summary(results):
+    """The lines that close a run: test accuracy of the last and best models, and where
+    everything went."""
+    eval_attack = PGDConfig.coerce(results["config"]["eval_attack"], "eval_attack")
+    attack = (
+        f"PGD-{eval_attack.steps} {eval_attack.norm} eps={pixels.both(eval_attack.eps)} "
+        f"step={pixels.both(eval_attack.step_size)}"
+    )
+    best = f"epoch {results['best_epoch']}" if results.get("best_epoch") else "its best"
+    lines = [
+        "",
+        f"Test set ({results['split_sizes']['test']} images), {attack}:",
+        f"  {'model':<6} {'clean acc':>10} {'PGD acc':>10}",
+    ]
+    for name in ("last", "best"):
+        scores = results[f"test_{name}"]
+        lines.append(f"  {name:<6} {scores['clean_accuracy']:>10.4f} {scores['pgd_accuracy']:>10.4f}")
+    lines.append(f"  (best: {best} by validation PGD accuracy; both attacked from the same random starts)")
+    if "model_path" not in results:
+        return lines + ["This worker is not the chief: the chief writes the model, export and results."]
+    if results["skipped_files"]:
+        lines.append(f"Skipped {len(results['skipped_files'])} unreadable file(s) (--bad_images=skip); "
+                     f"they are listed in {RunDir.RESULTS}")
+    if results["split_file"]:
+        lines.append(f"Split:  {results['split_file']}  (reuse with --split_file)")
+    lines.append(f"Model:  {results['model_path']}")
+    if results.get("export_dir"):
+        lines.append(f"Export: {results['export_dir']}")
+        lines.append("  (signatures serving_default and serve_uint8: images -> probabilities, class_ids)")
+    return lines
+
+
+def _interrupted(manager, steps_per_epoch, updates_per_batch):
+    """What a Ctrl-C leaves: the last checkpoint and how to go on from it."""
+    latest = manager.latest_checkpoint
+    if latest is None:
+        return Interrupted(
+            "Stopped before the first checkpoint, so there is nothing to resume; run the same "
+            "command to start again"
+        )
+    step = int(latest.rsplit("-", 1)[-1]) // updates_per_batch  # batches, not optimizer steps
+    return Interrupted(
+        f"Stopped. The last checkpoint is {latest} (epoch {step // steps_per_epoch + 1}, step "
+        f"{step}); run the same command to resume from it"
+    )
+
+
