@@ -1,6 +1,6 @@
 """Input pipeline throughput against the AT + ALP training step, on the 17 Flowers.
 
-    python benchmarks/input_pipeline.py [--data_dir=../shared/datasets/flowers17]
+    python benchmarks/input_pipeline.py --data_dir=$FLOWERS17   # 17 Flowers, as data/README.md says
 
 For each image size it prints the pipeline's images/s (first epoch, decoding every JPEG; and
 from the in-memory cache), the images/s of an AT + ALP training step (width-16 ResNet-18,
@@ -18,11 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir",
-    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "flowers17"),
-    "17 Flowers in its official layout.",
-)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "17 Flowers in its official layout.", required=True)
 _SIZES = flags.DEFINE_list("sizes", ["224", "64"], "Square image sides to measure.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size of both measurements.")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 20, "Batches timed per pass.")
@@ -67,6 +63,7 @@ def _train_rate(size, batch, steps):
 def main(argv):
     del argv
     from atalp_tf import datasets
+    from atalp_tf.training.rundir import RunDir
 
     if not os.path.isdir(os.path.join(_DATA_DIR.value, "jpg")):
         sys.exit(f"No 17 Flowers at {_DATA_DIR.value}; pass --data_dir")
@@ -79,9 +76,10 @@ def main(argv):
                 "flowers17", batch_size=batch, data_dir=_DATA_DIR.value, image_size=size,
                 augment="resized_crop",
             )
-            cold = _pipeline_rate(datasets.load(config, os.path.join(workdir, "split.json")).train, _PIPELINE_BATCHES.value)
+            split = RunDir(workdir).file(RunDir.SPLIT)
+            cold = _pipeline_rate(datasets.load(config, split).train, _PIPELINE_BATCHES.value)
             cached_config = datasets.DataConfig(**{**config.__dict__, "cache": "memory"})
-            data = datasets.load(cached_config, os.path.join(workdir, "split.json"))
+            data = datasets.load(cached_config, split)
             for _ in data.train:  # fill the cache
                 pass
             warm = _pipeline_rate(data.train, _PIPELINE_BATCHES.value)

@@ -47,6 +47,18 @@ def _slack(report, accuracy, tolerance):
     return tolerance + 2 * standard_error(accuracy, report.num_examples)
 
 
+def _rises(report, curves, tolerance, describe):
+    """Where accuracy rises along a curve by more than sampling explains: each curve is a list
+    of (budget, accuracy) under one key, and ``describe(key, b1, a1, b2, a2)`` words a rise."""
+    rises = []
+    for key in sorted(curves):
+        curve = sorted(curves[key])
+        for (b1, a1), (b2, a2) in zip(curve, curve[1:]):
+            if a2 > a1 + _slack(report, a1, tolerance):
+                rises.append(describe(key, b1, a1, b2, a2))
+    return rises
+
+
 def _gray(report, attack, eps):
     return [s for s in report.specs if s.attack == attack and s.eps == eps and not s.transfer]
 
@@ -61,15 +73,10 @@ def accuracy_grows_with_eps(report, tolerance=0.01):
     gray = [s for s in report.specs if s.attack == "pgd" and not s.transfer]
     if len({s.eps for s in gray}) < 2:
         return _not_run("accuracy_rises_with_eps", "gray-box PGD at two or more eps", advice)
-    rises = []
-    for steps in sorted({s.steps for s in report.specs if s.attack == "pgd" and not s.transfer}):
-        curve = sorted(
-            (s.eps, report.accuracy(s)) for s in report.specs
-            if s.attack == "pgd" and not s.transfer and s.steps == steps
-        )
-        for (e1, a1), (e2, a2) in zip(curve, curve[1:]):
-            if a2 > a1 + _slack(report, a1, tolerance):
-                rises.append(f"PGD-{steps}: {a1:.3f} at eps {pixels.fraction(e1)} -> {a2:.3f} at {pixels.fraction(e2)}")
+    curves = {steps: [(s.eps, report.accuracy(s)) for s in gray if s.steps == steps] for steps in {s.steps for s in gray}}
+    rises = _rises(report, curves, tolerance, lambda steps, e1, a1, e2, a2: (
+        f"PGD-{steps}: {a1:.3f} at eps {pixels.fraction(e1)} -> {a2:.3f} at {pixels.fraction(e2)}"
+    ))
     return _findings(
         "accuracy_rises_with_eps", rises, "gray-box PGD accuracy does not rise with eps", advice
     )
@@ -94,14 +101,12 @@ def more_iterations_help(report, tolerance=0.01):
         "More iterations of the same attack should only help it. The attack is not converging: "
         "use a smaller step size or APGD, and check the loss along the attack path."
     )
-    if not any(len({s.steps for s in _gray(report, "pgd", eps)}) > 1 for eps in {s.eps for s in report.specs}):
+    curves = {eps: [(s.steps, report.accuracy(s)) for s in _gray(report, "pgd", eps)] for eps in {s.eps for s in report.specs}}
+    if not any(len({steps for steps, _ in curve}) > 1 for curve in curves.values()):
         return _not_run("more_iterations_raise_accuracy", "gray-box PGD at two or more iteration counts", advice)
-    rises = []
-    for eps in sorted({s.eps for s in report.specs}):
-        curve = sorted((s.steps, report.accuracy(s)) for s in _gray(report, "pgd", eps))
-        for (n1, a1), (n2, a2) in zip(curve, curve[1:]):
-            if a2 > a1 + _slack(report, a1, tolerance):
-                rises.append(f"eps {pixels.fraction(eps)}: {a1:.3f} at {n1} steps -> {a2:.3f} at {n2}")
+    rises = _rises(report, curves, tolerance, lambda eps, n1, a1, n2, a2: (
+        f"eps {pixels.fraction(eps)}: {a1:.3f} at {n1} steps -> {a2:.3f} at {n2}"
+    ))
     return _findings(
         "more_iterations_raise_accuracy", rises, "more PGD iterations never raised accuracy", advice
     )
