@@ -73,6 +73,23 @@ def test_rays_comes_within_five_points_of_the_exact_robust_accuracy(linear, whic
     assert np.all(radius >= distance * (1 - 1e-4))
 
 
+def test_rays_never_holds_the_batch_for_one_example_bisection(linear):
+    # Each example asks one query per pass, whether it is flipping a block or bisecting, so a
+    # batch takes at most ``queries`` passes (plus the clean one), which the time estimate
+    # counts on. Sharing one bisection loop took several times more passes than queries.
+    logits_fn, x, y, _, eps_values = linear
+    passes = tf.Variable(0)
+
+    def counted(images):
+        passes.assign_add(1)
+        return logits_fn(images)
+
+    run = tf.function(lambda a, b: rays.rays(counted, a, b, eps=eps_values[0], queries=300))
+    _, _, used = run(x, y)
+    assert int(used.numpy().max()) == 300  # some example spent its whole budget
+    assert int(passes.numpy()) <= 300 + 1
+
+
 @pytest.mark.parametrize("attack", ["apgd_ce", "apgd_t", "fab_t"])
 def test_apgd_and_fab_come_within_two_points_of_the_exact_robust_accuracy(linear, attack):
     logits_fn, x, y, distance, eps_values = linear

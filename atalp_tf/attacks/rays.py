@@ -64,62 +64,60 @@ def rays(logits_fn, x, labels, *, eps, queries, tolerance=None, pixel_range=(0.0
         logits = logits_fn(point(radius, direction))
         return tf.argmax(logits, axis=-1, output_type=tf.int32) != labels
 
-    def count(used, asking):
-        return used + tf.cast(asking, tf.int32)
-
     direction = tf.ones_like(x)
     wrong = fooled(tf.zeros([batch]), direction)
     used = tf.ones([batch], tf.int32)
     best = tf.where(wrong, 0.0, math.inf)
 
-    def active(used, best):
-        return (used < queries) & (best > eps)
+    def block_size(level):
+        blocks = tf.bitwise.left_shift(tf.ones_like(level), level)
+        return (flat_size + blocks - 1) // blocks
 
-    def bisect(low, high, searching, used, candidate):
-        # high is adversarial along the candidate ray and low is not, at every step.
-        def open_(low, high, searching, used):
-            return searching & (high - low > tolerance) & (used < queries)
+    def expand(v):
+        return v[:, None, None, None]
 
-        def body(low, high, searching, used):
-            asking = open_(low, high, searching, used)
-            mid = (low + high) / 2.0
-            hit = fooled(mid, candidate)
-            used = count(used, asking)
-            high = tf.where(asking & hit, mid, high)
-            low = tf.where(asking & ~hit, mid, low)
-            return low, high, asking, used
-
-        low, high, _, used = tf.while_loop(
-            lambda *s: tf.reduce_any(open_(*s)), body, (low, high, searching, used),
-            parallel_iterations=1,
-        )
-        return high, used
-
-    def body(level, block, direction, best, used):
-        size = (flat_size + 2**level - 1) // 2**level
+    def body(level, block, direction, best, used, searching, low, high, candidate):
+        # Every example still running asks exactly one query per iteration, of its own
+        # state: a flip of its next block (is it adversarial at the best radius?) or a halving
+        # of the bisection a successful flip started. So no example waits on another's
+        # bisection, and the batch makes at most ``queries`` passes.
+        asking = (used < queries) & (best > eps)
+        size = block_size(level)
         start, end = block * size, tf.minimum((block + 1) * size, flat_size)
-        flip = (order >= start) & (order < end)
-        candidate = tf.where(flip, -direction, direction)
-        asking = active(used, best)
+        flip = (order >= expand(start)) & (order < expand(end))
+        flipped = tf.where(flip, -direction, direction)
+        ray = tf.where(expand(searching), candidate, flipped)
         probe = tf.minimum(best, far)
-        nearer = asking & fooled(probe, candidate)
-        used = count(used, asking)
-        radius, used = bisect(tf.zeros_like(best), probe, nearer, used, candidate)
-        better = nearer & (radius < best)
-        direction = tf.where(better[:, None, None, None], candidate, direction)
-        best = tf.where(better, radius, best)
-        # Next block; after a level's last block, halve the blocks until they are single
-        # coordinates, then keep cycling over those.
+        mid = (low + high) / 2.0
+        hit = fooled(tf.where(searching, mid, probe), ray) & asking
+        used = used + tf.cast(asking, tf.int32)
+        # A flip that is adversarial at the best radius is nearer: bisect [0, probe] along it.
+        starts = asking & ~searching & hit
+        low = tf.where(starts, 0.0, tf.where(asking & searching & ~hit, mid, low))
+        high = tf.where(starts, probe, tf.where(asking & searching & hit, mid, high))
+        candidate = tf.where(expand(starts), flipped, candidate)
+        searching = searching | starts
+        # high is adversarial along the candidate and low is not; the search ends at the
+        # tolerance or when the budget does, and keeps the candidate if it came nearer.
+        done = searching & ((high - low <= tolerance) | (used >= queries))
+        better = done & (high < best)
+        direction = tf.where(expand(better), candidate, direction)
+        best = tf.where(better, high, best)
+        searching = searching & ~done
+        # A flip asked and refused, or a search ended: that example moves to its next block;
+        # after a level's last block, to the next level until blocks are single coordinates.
+        moves = (asking & ~searching & ~starts) | done
         last = end >= flat_size
-        level = tf.where(last & (size > 1), level + 1, level)
-        block = tf.where(last, 0, block + 1)
-        return level, block, direction, best, used
+        level = tf.where(moves & last & (size > 1), level + 1, level)
+        block = tf.where(moves, tf.where(last, 0, block + 1), block)
+        return level, block, direction, best, used, searching, low, high, candidate
 
-    _, _, direction, best, used = tf.while_loop(
-        lambda level, block, direction, best, used: tf.reduce_any(active(used, best)),
-        body,
-        (tf.constant(0), tf.constant(0), direction, best, used),
-        parallel_iterations=1,
+    zeros = tf.zeros([batch], tf.int32)
+    state = (zeros, zeros, direction, best, used, tf.zeros([batch], tf.bool), tf.zeros([batch]),
+             tf.zeros([batch]), direction)
+    _, _, direction, best, used, *_ = tf.while_loop(
+        lambda level, block, direction, best, used, *_: tf.reduce_any((used < queries) & (best > eps)),
+        body, state, parallel_iterations=1,
     )
     radius = tf.minimum(best, eps)
     return pgd.project(point(radius, direction), x, eps, "linf", lo, hi), best, used
