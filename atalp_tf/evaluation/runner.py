@@ -16,6 +16,7 @@ from atalp_tf.errors import OutputExists
 from atalp_tf.errors import UserError
 from atalp_tf.evaluation import report
 from atalp_tf.evaluation import robustness
+from atalp_tf.models.classifier import network_of
 from atalp_tf.training.loading import check_classifier
 from atalp_tf.training.loading import load_classifier
 from atalp_tf.training.rundir import RunDir
@@ -64,7 +65,7 @@ def evaluate_path(model_path, *, checkpoint="final", out_dir=None, overwrite=Fal
         reason = "the eps the run trained at" if trained_at else "no run to take it from"
         log(f"eps {pixels.both(eps[0])} ({reason}; --eps sets others)")
     model = robustness.straight_through(load_classifier(located.model_file), bpda)
-    image_shape = tuple(getattr(model, "backbone", model).input_shape[1:])
+    image_shape = tuple(network_of(model).input_shape[1:])
     data_config, data, batches, num_batches = evaluation_data(
         located, image_shape, dataset=dataset, data_dir=data_dir, image_size=image_size, split=split,
         num_examples=num_examples, batch_size=batch_size,

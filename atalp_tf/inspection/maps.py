@@ -24,6 +24,7 @@ from atalp_tf import losses
 from atalp_tf.attacks import pgd
 from atalp_tf.errors import MissingPath
 from atalp_tf.models.backbones import STAGES
+from atalp_tf.models.classifier import network_of
 
 
 def load_image(path, shape):
@@ -56,13 +57,9 @@ def load_mask(path, size):
     return (load_image(path, (size, size, 1))[..., 0] > 0.5).astype(np.float32)
 
 
-def _backbone(model):
-    return getattr(model, "backbone", model)
-
-
 def stage_attention(model, images):
     """``{stage: [B, H_j, W_j]}`` attention maps, each L2-normalised per image."""
-    outputs = _backbone(model)(tf.convert_to_tensor(images, tf.float32), training=False)
+    outputs = network_of(model)(tf.convert_to_tensor(images, tf.float32), training=False)
     maps = {}
     for stage in STAGES:
         features = outputs[stage]
@@ -88,7 +85,7 @@ def part_activation(model, images, masks):
             f"masks must have the images' height and width {np.shape(images)[1:3]}; "
             f"got {tuple(masks.shape[1:3])}"
         )
-    outputs = _backbone(model)(tf.convert_to_tensor(images, tf.float32), training=False)
+    outputs = network_of(model)(tf.convert_to_tensor(images, tf.float32), training=False)
     shares = {}
     for stage in STAGES:
         energy = _energy(outputs[stage])

@@ -51,6 +51,12 @@ from atalp_tf.models.backbones import STAGES
 from atalp_tf.models.backbones import walk_layers
 
 
+def network_of(model):
+    """The functional network of ``model``: a ``RobustClassifier``'s backbone (its stage
+    outputs and logits), or the model itself when it is a plain Keras classifier."""
+    return getattr(model, "backbone", model)
+
+
 @keras.saving.register_keras_serializable(package="atalp_tf")
 class RobustClassifier(keras.Model):
     """Wraps a multi-output backbone (``atalp_tf.models.backbones``) and trains it adversarially.

@@ -16,7 +16,7 @@ import keras
 
 from atalp_tf.errors import MissingPath
 from atalp_tf.errors import ModelFileError
-from atalp_tf.models import classifier as _classifier  # noqa: F401 (registers RobustClassifier)
+from atalp_tf.models import classifier as _classifier  # also registers RobustClassifier
 from atalp_tf.models import preprocessing as _preprocessing  # noqa: F401 (registers CaffePreprocessing)
 from atalp_tf.training import optimizers as _optimizers  # noqa: F401 (registers OneCycle)
 
@@ -46,7 +46,7 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
 def check_classifier(model, path, *, num_classes=None, image_shape=None):
     """``model`` (loaded from ``path``) if it classifies ``num_classes`` classes of images of
     ``image_shape`` (None: any); otherwise ``ModelFileError`` naming the file."""
-    network = getattr(model, "backbone", model)  # RobustClassifier wraps a functional model
+    network = _classifier.network_of(model)
     outputs = network.output
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs
     classes = int(logits.shape[-1])
