@@ -264,9 +264,9 @@ def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_
         del older[added]
     (tmp_path / "run_config.json").write_text(json.dumps(older))
     _checkpoint_in(tmp_path)
-    assert rundir.prepare(config) is True
+    assert rundir.plan(config).resumes is True
     with pytest.raises(rundir.ModelDirInUse, match="--attack: pgd then, free now"):
-        rundir.prepare(config.replace(attack="free"))
+        rundir.plan(config.replace(attack="free"))
 
 
 @pytest.mark.parametrize("method, resumes", [("at_alp", True), ("trades", False)])
@@ -288,10 +288,10 @@ def test_a_run_from_before_bn_batches_resumes_only_if_its_batches_are_unchanged(
     # Such runs put both halves through batch norm as one batch: "auto" now means the same
     # for at_alp, but separate batches for trades, which must not slip in mid-run.
     if resumes:
-        assert rundir.prepare(config) is True
+        assert rundir.plan(config).resumes is True
     else:
         with pytest.raises(rundir.ModelDirInUse, match="--bn_batches: joint then, separate now"):
-            rundir.prepare(config)
+            rundir.plan(config)
 
 
 def _config(tmp_path, **changes):

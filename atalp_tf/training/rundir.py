@@ -309,11 +309,3 @@ def claim(config, chosen, log=None):
     with open(run.file(RunDir.CONFIG), "w") as f:
         json.dump(config.flat(), f, indent=2)
 
-
-def prepare(config):
-    """Plans and claims at once; returns whether the run resumes. (The trainer plans first
-    and claims only once data and model are ready; this is for callers that need nothing in
-    between.)"""
-    chosen = plan(config)
-    claim(config, chosen)
-    return chosen.resumes

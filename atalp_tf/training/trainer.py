@@ -121,12 +121,17 @@ def _guard(config):
     return watch.CatastrophicOverfittingGuard(action=action)
 
 
+def _data_state(data):
+    """What the checkpoints of ``resume/`` are made for: the class count and image shape."""
+    return {"num_classes": data.num_classes, "image_shape": list(data.image_shape)}
+
+
 def _restore(checkpoint, run, data):
     """Restores the latest checkpoint in the run's ``resume/``, refusing one made for other data."""
     if os.path.exists(run.data_state):
         with open(run.data_state) as f:
             saved = json.load(f)
-        now = {"num_classes": data.num_classes, "image_shape": list(data.image_shape)}
+        now = _data_state(data)
         if saved != now:
             raise CheckpointMismatch(
                 f"The checkpoint in {os.path.dirname(run.data_state)} was made for "
@@ -244,7 +249,7 @@ def run(config, log=print, callbacks=()):
     manager = tf.train.CheckpointManager(checkpoint, out.file(RunDir.RESUME), max_to_keep=2)
     os.makedirs(out.file(RunDir.RESUME), exist_ok=True)
     with open(out.data_state, "w") as f:
-        json.dump({"num_classes": data.num_classes, "image_shape": list(data.image_shape)}, f)
+        json.dump(_data_state(data), f)
 
     step = watch.batches_done(model)
     epoch, offset = divmod(step, steps_per_epoch)
