@@ -50,6 +50,13 @@ _ATTACKS = flags.DEFINE_list(
 _QUERIES = flags.DEFINE_integer("queries", 1000, "Queries of Square and RayS.", lower_bound=10)
 _NUM_TARGETS = flags.DEFINE_integer("num_targets", 9, "Target classes of APGD-T and FAB-T.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of every random start, target and query.")
+_EOT_SAMPLES = flags.DEFINE_integer(
+    "eot_samples", None,
+    "Draws of a randomised model that every gradient, score and query averages (EOT, Athalye et al. "
+    "2018); accuracies are then expected accuracies over fresh draws. Default: 20 when two identical "
+    "calls of the model disagree, else 1; 1 turns EOT off.",
+    lower_bound=1,
+)
 _IMPORT = flags.DEFINE_list(
     "import", [],
     "Python modules to import before loading the model, so that layer classes they register "
@@ -104,6 +111,7 @@ def _evaluate(argv):
         source_path=_SOURCE.value, source_checkpoint=_SOURCE_CHECKPOINT.value, dataset=_DATASET.value,
         data_dir=_DATA_DIR.value, image_size=_IMAGE_SIZE.value, split=_SPLIT.value,
         num_examples=_NUM_EXAMPLES.value, batch_size=_BATCH_SIZE.value, bpda=_BPDA.value,
+        eot_samples=_EOT_SAMPLES.value,
         log=lambda line: print(line, flush=True),
     )
     print("Wrote " + ", ".join(written))

@@ -66,6 +66,7 @@ def _compare_autoattack(model, classifier, x, y, eps):
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.attacks.evasion import SquareAttack
 
+    from atalp_tf.evaluation import plan
     from atalp_tf.evaluation import robustness
 
     np.random.seed(0)  # the toolbox draws from numpy's global state
@@ -84,7 +85,7 @@ def _compare_autoattack(model, classifier, x, y, eps):
     adversarial = theirs.generate(x, y=y)
     seconds_theirs = time.time() - started
     their_robust = _predictions(model, adversarial) == y
-    spec = robustness.AttackSpec("autoattack", eps, 100)
+    spec = plan.AttackSpec("autoattack", eps, 100)
     started = time.time()
     report = robustness.evaluate(robustness.logits_of(model), [(x, y)], [spec], seed=0)
     ours_robust = report.robust[spec.name]
@@ -104,6 +105,7 @@ def _compare_pgd(model, classifier, x, y, eps):
     from art.attacks.evasion import ProjectedGradientDescent
 
     from atalp_tf import attacks
+    from atalp_tf.evaluation import plan
     from atalp_tf.evaluation import robustness
 
     logits = robustness.logits_of(model)
@@ -120,7 +122,7 @@ def _compare_pgd(model, classifier, x, y, eps):
                 config = attacks.PGDConfig(radius, radius / 4, 10, random_start=False)
                 ours = float(np.mean(_predictions(model, attacks.compile_attack(logits, config)(x, y).numpy()) == y))
             else:
-                spec = robustness.AttackSpec("pgd", radius, 10, restarts=inits, step_size=radius / 4)
+                spec = plan.AttackSpec("pgd", radius, 10, restarts=inits, step_size=radius / 4)
                 ours = robustness.evaluate(logits, [(x, y)], [spec], seed=0).accuracy(spec)
             results[f"eps_x{scale}_inits{inits}"] = {
                 "eps": radius, "ours": ours, "theirs": float(np.mean(_predictions(model, theirs) == y)),

@@ -118,6 +118,7 @@ def _worst_case(model_file, config):
     import dataclasses
 
     from atalp_tf import datasets
+    from atalp_tf.evaluation import plan
     from atalp_tf.evaluation import robustness
     from atalp_tf.training.loading import load_classifier
     from atalp_tf.training.rundir import RunDir
@@ -125,7 +126,7 @@ def _worst_case(model_file, config):
     data = datasets.load(dataclasses.replace(config.data, batch_size=170),
                          saved_split=RunDir(config.model_dir).file(RunDir.SPLIT))
     model = load_classifier(model_file)
-    specs = robustness.plan([EPS], [20], ("pgd", "apgd_ce", "apgd_t", "square"), step_size=EPS / 4,
+    specs = plan.plan([EPS], [20], ("pgd", "apgd_ce", "apgd_t", "square"), step_size=EPS / 4,
                             queries=1000, num_targets=3, num_classes=data.num_classes)
     count = min(_EXAMPLES.value, data.sizes["test"])
     report = robustness.evaluate(robustness.logits_of(model), data.test.unbatch().take(count).batch(170), specs,

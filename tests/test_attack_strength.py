@@ -20,7 +20,7 @@ from atalp_tf.evaluation import robustness
 from atalp_tf.attacks import PGDConfig
 from atalp_tf.training.loading import load_classifier
 from atalp_tf.models.classifier import RobustClassifier
-from atalp_tf.evaluation.robustness import AttackSpec
+from atalp_tf.evaluation.plan import AttackSpec
 
 # 12x12x3 with 10 classes: large enough that a weak RayS (a fixed bisection per flip) stays
 # far from the exact answer at 5,000 queries, small enough that a sound one converges.
@@ -95,8 +95,8 @@ def test_apgd_and_fab_come_within_two_points_of_the_exact_robust_accuracy(linear
     logits_fn, x, y, distance, eps_values = linear
     for eps in eps_values:
         spec = AttackSpec(attack, eps, 100, num_targets=9)
-        run = robustness.compile_spec(spec, logits_fn, seed=0)
-        x_adv = run(tf.constant(x), tf.constant(y), tf.constant(y), tf.constant(0)).numpy()
+        run = robustness.prepare(spec, logits_fn, seed=0)
+        x_adv = run(tf.constant(x), tf.constant(y), tf.constant(y))[0].numpy()
         exact = float(np.mean(distance > eps))
         ours = _accuracy(logits_fn, x_adv, y)
         assert np.abs(x_adv - x).max() <= eps + 1e-6

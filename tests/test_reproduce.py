@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from atalp_tf.reproduction import runner as reproduction
-from atalp_tf.evaluation import robustness
+from atalp_tf.evaluation import plan
 from atalp_tf.reproduction import suites
 from atalp_tf.models.backbones import STAGES
 from conftest import REPO
@@ -83,11 +83,11 @@ def test_every_suite_builds_its_configs_and_attack_plans(folder, tmp_path):
             assert suite.train == suites.SUITES["table2-flowers17"].train, "table3 reads table2's models"
             continue
         e = suite.evaluation
-        specs = robustness.plan(e.eps, e.steps, e.attacks, step_size=e.step_size, queries=e.queries,
+        specs = plan.plan(e.eps, e.steps, e.attacks, step_size=e.step_size, queries=e.queries,
                                 transfer=suite.source is not None, num_classes=17)
         assert specs, name
     table1 = suites.SUITES["table1"].evaluation
-    names = [s.name for s in robustness.plan(table1.eps, table1.steps, table1.attacks, queries=table1.queries,
+    names = [s.name for s in plan.plan(table1.eps, table1.steps, table1.attacks, queries=table1.queries,
                                              autoattack_budget=table1.autoattack_budget)]
     # Table 1's AA column is the standard AutoAttack, not a cut-down one.
     assert names == ["fgsm eps=8/255", "pgd-20 eps=8/255", "autoattack eps=8/255", "rays-5000q eps=8/255"]

@@ -5,8 +5,9 @@ import pytest
 import tensorflow as tf
 
 from atalp_tf.attacks import apgd
+from atalp_tf.evaluation import plan
 from atalp_tf.evaluation import robustness
-from atalp_tf.evaluation.robustness import AttackSpec
+from atalp_tf.evaluation.plan import AttackSpec
 
 EPS = 8 / 255
 
@@ -36,9 +37,9 @@ def _accuracy(model, images, labels):
 )
 def test_every_attack_stays_in_its_ball_and_the_pixel_range(standard_model, batch, spec):
     x, y = batch
-    run = robustness.compile_spec(spec, robustness.logits_of(standard_model), seed=0)
+    run = robustness.prepare(spec, robustness.logits_of(standard_model), seed=0)
     targets = tf.constant((y + 1) % 10)
-    x_adv = run(tf.constant(x), tf.constant(y), targets, tf.constant(0)).numpy()
+    x_adv = np.asarray(run(tf.constant(x), tf.constant(y), targets)[0])
     delta = np.abs(x_adv - x).reshape(len(x), -1).max(axis=1)
     assert delta.max() <= EPS + 1e-6
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
@@ -124,19 +125,19 @@ def test_each_attack_is_traced_once_for_a_batch_size(standard_model, batch):
     x, y = batch
     logits = robustness.logits_of(standard_model)
     spec = AttackSpec("apgd_ce", 4 / 255, 3)
-    run = robustness.compile_spec(spec, logits, seed=0)
+    run = robustness.prepare(spec, logits, seed=0)
     for start in (0, 32, 64):
         images, labels = tf.constant(x[start:start + 32]), tf.constant(y[start:start + 32])
-        run(images, labels, labels, tf.constant(start))
+        run(images, labels, labels)
     assert run.experimental_get_tracing_count() == 1
 
 
 def test_plan_covers_the_paper_settings_and_skips_apgd_t_for_two_classes():
-    specs = robustness.plan([64 / 256, 128 / 256], [10, 200], transfer=True, restarts=2)
+    specs = plan.plan([64 / 256, 128 / 256], [10, 200], transfer=True, restarts=2)
     names = [s.name for s in specs]
     assert "pgd-200x2 eps=0.25" in names and "transfer pgd-10x2 eps=0.5" in names
     assert "apgd_t-200 eps=0.25" in names and "rays-1000q eps=0.5" in names
-    two = robustness.plan([EPS], [10], num_classes=2)
+    two = plan.plan([EPS], [10], num_classes=2)
     assert not any(s.attack == "apgd_t" for s in two)
     with pytest.raises(ValueError, match="no source model"):
-        robustness.evaluate(lambda t: t, [], specs)
+        robustness.evaluate(lambda t: t, [(np.zeros((1, 16, 16, 1)), [0])], specs)

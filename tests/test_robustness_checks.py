@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from atalp_tf.evaluation import robustness
 from atalp_tf.evaluation import checks as robustness_checks
-from atalp_tf.evaluation.robustness import AttackSpec
+from atalp_tf.evaluation.outcomes import Report
+from atalp_tf.evaluation.plan import AttackSpec
 
 EPS = 8 / 255
 
@@ -72,11 +73,16 @@ def test_a_model_that_outputs_probabilities_is_flagged(standard_model, batches):
     assert "outputs_probabilities" in _fired(report)
 
 
-def test_a_random_model_is_flagged(standard_model, batches):
+def test_a_random_model_is_attacked_with_eot_and_flagged_only_without_it(standard_model, batches):
     honest = robustness.logits_of(standard_model)
     noisy = lambda images: honest(images) + tf.random.normal([tf.shape(images)[0], 10])  # noqa: E731
-    report = robustness.evaluate(noisy, batches, [AttackSpec("pgd", EPS, 5)])
-    assert "random_outputs" in _fired(report)
+    lines = []
+    report = robustness.evaluate(noisy, batches, [AttackSpec("pgd", EPS, 5)], log=lines.append)
+    assert report.eot_samples == 20 and report.specs[0].name == "pgd-5-eot20 eps=8/255"
+    assert any("it is randomised" in line for line in lines)
+    assert "random_outputs" not in _fired(report)
+    forced_off = robustness.evaluate(noisy, batches, [AttackSpec("pgd", EPS, 5)], eot_samples=1)
+    assert forced_off.eot_samples == 1 and "random_outputs" in _fired(forced_off)
 
 
 def _report(accuracies, n=400):
@@ -85,7 +91,7 @@ def _report(accuracies, n=400):
     robust = {s.name: np.arange(n) < round(a * n) for s, a in accuracies.items()}
     probes = dict(zero_gradient_share=0.0, probability_rows_share=0.0, repeat_call_max_change=0.0,
                   largest_abs_output=5.0, unbounded_pgd_accuracy=0.0)
-    return robustness.Report(specs, np.zeros(n, np.int32), np.ones(n, bool), robust, probes, 10)
+    return Report(specs, np.zeros(n, np.int32), np.ones(n, bool), robust, probes, 10)
 
 
 def test_accuracy_rising_with_eps_or_iterations_is_flagged():

@@ -13,16 +13,22 @@ Two losses, as in AutoAttack:
   logits), scale-invariant, so it is not fooled by a model that inflates or shrinks its logits,
   against each of the ``num_targets`` classes the model ranks highest after the true one.
 
+* ``apgd(..., loss_fn=dlr)``: the untargeted DLR loss, the second attack of the reference's
+  ``version='rand'`` for randomised models.
+
 The returned point is, per example, the first iterate the model misclassifies (away from the
-true label, for the targeted version too), else the iterate of highest loss. Projection, the
-float32 input gradient (``atalp_tf.attacks.pgd.input_gradient``) and ``training=False`` inside
-``logits_fn`` follow ``atalp_tf.attacks.pgd``, whose helpers this module uses.
+true label, for the targeted version too), else the iterate of highest loss. Under an
+``core.EOT`` wrapper (a randomised model) the gradient and loss are expectations over the
+draws, and the returned point is the iterate with the highest share of misclassifying draws
+(ties: the higher expected loss), not the first that one lucky draw misclassified. Projection,
+the float32 input gradient and ``training=False`` inside ``logits_fn`` follow
+``atalp_tf.attacks.core``.
 """
 
 import tensorflow as tf
 
 from atalp_tf import losses
-from atalp_tf.attacks import pgd
+from atalp_tf.attacks import core
 
 MOMENTUM = 0.75
 OSCILLATION = 0.75  # rho: halve the step if the loss rose in at most this share of the steps
@@ -66,10 +72,6 @@ def targeted_dlr(labels, targets, logits):
     return -gap / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + 1e-12)
 
 
-def _per_example(mask, like):
-    return tf.reshape(mask, [-1] + [1] * (like.shape.rank - 1))
-
-
 def apgd(logits_fn, x, labels, *, eps, steps, loss_fn=None, pixel_range=(0.0, 1.0), seed=None):
     """Untargeted APGD; ``loss_fn(logits)`` defaults to cross-entropy against ``labels``.
 
@@ -88,12 +90,13 @@ def apgd(logits_fn, x, labels, *, eps, steps, loss_fn=None, pixel_range=(0.0, 1.
     marks, lengths = checkpoint_schedule(steps)
     marks, lengths = tf.constant(marks), tf.constant(lengths, tf.float32)
 
-    def evaluate(x_adv):
-        loss, logits, grad = pgd.input_gradient(logits_fn, x_adv, loss_fn)
-        wrong = tf.argmax(logits, axis=-1, output_type=tf.int32) != labels
-        return loss, grad, wrong
+    randomised = core.samples_of(logits_fn) > 1
 
-    x_adv = pgd.project(x + pgd.uniform_in_ball(x, eps, "linf", seed), x, eps, "linf", lo, hi)
+    def evaluate(x_adv):
+        result = core.input_gradient(logits_fn, x_adv, loss_fn)
+        return result.loss, result.gradient, result.wrong_share(labels)
+
+    x_adv = core.project(x + core.uniform_in_ball(x, eps, "linf", seed), x, eps, "linf", lo, hi)
     loss, grad, wrong = evaluate(x_adv)
     batch = tf.shape(x)[0]
     state = dict(
@@ -106,6 +109,7 @@ def apgd(logits_fn, x, labels, *, eps, steps, loss_fn=None, pixel_range=(0.0, 1.
         loss_best=loss,
         x_found=x_adv,
         found=wrong,
+        loss_found=loss,
         step=tf.fill([batch], 2.0 * eps),
         rises=tf.zeros([batch]),
         loss_best_at_mark=loss,
@@ -113,20 +117,25 @@ def apgd(logits_fn, x, labels, *, eps, steps, loss_fn=None, pixel_range=(0.0, 1.
     )
 
     def body(i, s):
-        step = _per_example(s["step"], x)
+        step = core.per_example(s["step"], x)
         momentum = tf.where(i > 0, MOMENTUM, 1.0)
-        z = pgd.project(s["x_adv"] + step * tf.sign(s["grad"]), x, eps, "linf", lo, hi)
+        z = core.project(s["x_adv"] + step * tf.sign(s["grad"]), x, eps, "linf", lo, hi)
         x_new = s["x_adv"] + momentum * (z - s["x_adv"]) + (1.0 - momentum) * s["velocity"]
-        x_new = pgd.project(x_new, x, eps, "linf", lo, hi)
+        x_new = core.project(x_new, x, eps, "linf", lo, hi)
         loss, grad, wrong = evaluate(x_new)
         s = dict(s)
         s["velocity"] = x_new - s["x_adv"]
-        s["x_found"] = tf.where(_per_example(wrong & ~s["found"], x), x_new, s["x_found"])
-        s["found"] = s["found"] | wrong
+        # Keep the iterate most draws misclassify: for one draw, the first misclassified one.
+        better = wrong > s["found"]
+        if randomised:
+            better |= (wrong == s["found"]) & (loss > s["loss_found"])
+        s["x_found"] = tf.where(core.per_example(better, x), x_new, s["x_found"])
+        s["found"] = tf.where(better, wrong, s["found"])
+        s["loss_found"] = tf.where(better, loss, s["loss_found"])
         s["rises"] += tf.cast(loss > s["loss"], tf.float32)
         improved = loss > s["loss_best"]
-        s["x_best"] = tf.where(_per_example(improved, x), x_new, s["x_best"])
-        s["grad_best"] = tf.where(_per_example(improved, x), grad, s["grad_best"])
+        s["x_best"] = tf.where(core.per_example(improved, x), x_new, s["x_best"])
+        s["grad_best"] = tf.where(core.per_example(improved, x), grad, s["grad_best"])
         s["loss_best"] = tf.where(improved, loss, s["loss_best"])
         s["x_adv"], s["grad"], s["loss"] = x_new, grad, loss
 
@@ -136,7 +145,7 @@ def apgd(logits_fn, x, labels, *, eps, steps, loss_fn=None, pixel_range=(0.0, 1.
                 tf.logical_not(s["halved_at_mark"]), s["loss_best_at_mark"] >= s["loss_best"]
             )
             halve = tf.logical_or(oscillating, stalled)
-            back = _per_example(halve, x)
+            back = core.per_example(halve, x)
             return dict(
                 s,
                 step=tf.where(halve, s["step"] / 2.0, s["step"]),
@@ -153,12 +162,8 @@ def apgd(logits_fn, x, labels, *, eps, steps, loss_fn=None, pixel_range=(0.0, 1.
     _, state = tf.while_loop(
         lambda i, _: i < steps, body, (tf.constant(0), state), parallel_iterations=1
     )
-    found = _per_example(state["found"], x)
+    found = core.per_example(state["found"] > 0, x)
     return tf.stop_gradient(tf.where(found, state["x_found"], state["x_best"]))
-
-
-def _misclassified(logits_fn, images, labels):
-    return tf.argmax(logits_fn(images), axis=-1, output_type=tf.int32) != labels
 
 
 def apgd_targeted(
@@ -167,16 +172,20 @@ def apgd_targeted(
     """APGD-T: targeted DLR toward each of the top ``num_targets`` wrong classes in turn.
 
     Each target gets ``steps`` iterations, on the examples still classified correctly. The
-    target classes are ranked by the clean logits. Needs at least 4 classes.
+    target classes are ranked by the clean logits (expected logits under ``EOT``). Needs at
+    least 4 classes. A deterministic model keeps each example's first success; a randomised one
+    keeps the candidate with the lowest share of correct fresh draws.
     """
     x = tf.convert_to_tensor(x, tf.float32)
     labels = tf.cast(labels, tf.int32)
-    clean_logits = tf.cast(logits_fn(x), tf.float32)
+    clean_logits = core.expected_logits(logits_fn, x)
     classes = clean_logits.shape[-1]
     if classes is None or classes < 4:
         raise ValueError(f"The targeted DLR loss needs at least 4 classes; this model has {classes}")
-    others = pgd.ranked_targets(clean_logits, labels)
+    others = core.ranked_targets(clean_logits, labels)
+    randomised = core.samples_of(logits_fn) > 1
     best = x
+    best_share = core.correct_share(logits_fn, x, labels) if randomised else None
     for r in range(min(num_targets, classes - 1)):
         targets = others[:, r]
         candidate = apgd(
@@ -189,7 +198,35 @@ def apgd_targeted(
             pixel_range=pixel_range,
             seed=seed,
         )
-        # Keep the first success per example; a later target cannot undo it.
-        still_right = tf.logical_not(_misclassified(logits_fn, best, labels))
-        best = tf.where(_per_example(still_right, x), candidate, best)
+        if randomised:
+            share = core.correct_share(logits_fn, candidate, labels)
+            replace, best_share = share < best_share, tf.minimum(share, best_share)
+        else:
+            # Keep the first success per example; a later target cannot undo it.
+            replace = core.correct_share(logits_fn, best, labels)
+        best = tf.where(core.per_example(replace, x), candidate, best)
     return best
+
+
+def run(logits_fn, x, labels, *, eps, budget, seed=None, loss="ce", num_targets=9, pixel_range=(0.0, 1.0)):
+    """The evaluation's entry point: APGD with ``budget`` iterations and ``loss`` ``"ce"``,
+    ``"dlr"`` (untargeted) or ``"targeted_dlr"`` (APGD-T over ``num_targets``). Returns
+    ``(x_adv, {})``."""
+    if loss == "targeted_dlr":
+        x_adv = apgd_targeted(logits_fn, x, labels, eps=eps, steps=budget, num_targets=num_targets,
+                              pixel_range=pixel_range, seed=seed)
+    else:
+        labels = tf.cast(labels, tf.int32)
+        loss_fn = None if loss == "ce" else (lambda logits: dlr(labels, logits))
+        x_adv = apgd(logits_fn, x, labels, eps=eps, steps=budget, loss_fn=loss_fn, pixel_range=pixel_range,
+                     seed=seed)
+    return x_adv, {}
+
+
+def cost(budget, num_classes, *, loss="ce", num_targets=9):
+    """``(gradient passes, forward passes)`` of one ``run``: the start and each iteration take a
+    gradient; APGD-T adds the clean ranking and one check per target."""
+    if loss != "targeted_dlr":
+        return budget + 1, 0
+    targets = min(num_targets, num_classes - 1)
+    return (budget + 1) * targets, targets + 1

@@ -17,11 +17,16 @@ closest adversarial point is within ``eps``.
 Settings are AutoAttack's standard ones: 100 iterations, ``alpha_max = 0.1``, ``eta = 1.05``,
 ``beta = 0.9``, no random restart, and the targets are the ``num_targets`` (9) classes the
 clean logits rank highest after the true one, tried in turn on the examples still robust.
+With no restart FAB-T draws nothing at random (the reference starts its first run at ``x``),
+so its entry point takes a seed only to share the call shape of the other attacks.
+
+Under an ``core.EOT`` wrapper (a randomised model) the linearisation is that of the expected
+gap and its gradient, and a point counts as adversarial when most of the draws misclassify it.
 """
 
 import tensorflow as tf
 
-from atalp_tf.attacks import pgd
+from atalp_tf.attacks import core
 
 ALPHA_MAX = 0.1
 ETA = 1.05
@@ -89,11 +94,11 @@ def fab(logits_fn, x, labels, targets, *, eps, steps=100, pixel_range=(0.0, 1.0)
         return tf.gather(logits, targets, batch_dims=1) - tf.gather(logits, labels, batch_dims=1)
 
     def misclassified(points):
-        logits = logits_fn(tf.reshape(points, tf.shape(x)))
-        return tf.argmax(logits, axis=-1, output_type=tf.int32) != labels
+        correct = core.correct_share(logits_fn, tf.reshape(points, tf.shape(x)), labels)
+        return correct < 0.5 if correct.dtype == tf.float32 else ~correct
 
     def body(i, x1, best, best_distance):
-        value, _, grad = pgd.input_gradient(logits_fn, tf.reshape(x1, tf.shape(x)), gap)
+        value, _, grad, _ = core.input_gradient(logits_fn, tf.reshape(x1, tf.shape(x)), gap)
         w = tf.reshape(grad, [batch, -1])
         b = tf.reduce_sum(w * x1, axis=1) - value
         d1 = linf_projection(x1, w, b, pixel_range)
@@ -129,10 +134,27 @@ def fab_targeted(logits_fn, x, labels, *, eps, steps=100, num_targets=9, pixel_r
     """
     x = tf.convert_to_tensor(x, tf.float32)
     labels = tf.cast(labels, tf.int32)
-    ranked = pgd.ranked_targets(tf.cast(logits_fn(x), tf.float32), labels)
+    ranked = core.ranked_targets(core.expected_logits(logits_fn, x), labels)
     best = x
     for r in range(min(num_targets, ranked.shape[-1])):
         candidate = fab(logits_fn, x, labels, ranked[:, r], eps=eps, steps=steps, pixel_range=pixel_range)
-        still_right = tf.argmax(logits_fn(best), axis=-1, output_type=tf.int32) == labels
+        still_right = core.correct_share(logits_fn, best, labels)
+        if still_right.dtype == tf.float32:
+            still_right = still_right >= 0.5
         best = tf.where(still_right[:, None, None, None], candidate, best)
     return best
+
+
+def run(logits_fn, x, labels, *, eps, budget, seed=None, num_targets=9, pixel_range=(0.0, 1.0)):
+    """The evaluation's entry point: FAB-T with ``budget`` iterations per target. ``seed`` is
+    unused (no random start). Returns ``(x_adv, {})``."""
+    del seed
+    return fab_targeted(logits_fn, x, labels, eps=eps, steps=budget, num_targets=num_targets,
+                        pixel_range=pixel_range), {}
+
+
+def cost(budget, num_classes, *, num_targets=9):
+    """``(gradient passes, forward passes)`` of one ``run``: per target, a gradient and an
+    adversarial check per iteration and one check of the best so far; one clean ranking."""
+    targets = min(num_targets, max(num_classes - 1, 1))
+    return budget * targets, budget * targets + targets + 1

@@ -20,14 +20,15 @@ Query accounting follows the reference implementation (uclaml/RayS):
   radius only needs to go below eps) or out of budget, and the batch stops when all have.
 
 The result is the point at radius ``min(r, eps)`` along the best ray: adversarial exactly
-when ``r <= eps``.
+when ``r <= eps``. Under a ``core.EOT`` wrapper a query is answered by the expected logits over
+the draws (each query then costs that many passes).
 """
 
 import math
 
 import tensorflow as tf
 
-from atalp_tf.attacks import pgd
+from atalp_tf.attacks import core
 
 
 def channel_major_order(shape):
@@ -61,7 +62,7 @@ def rays(logits_fn, x, labels, *, eps, queries, tolerance=None, pixel_range=(0.0
         return tf.clip_by_value(x + radius[:, None, None, None] * direction, lo, hi)
 
     def fooled(radius, direction):
-        logits = logits_fn(point(radius, direction))
+        logits = core.expected_logits(logits_fn, point(radius, direction))
         return tf.argmax(logits, axis=-1, output_type=tf.int32) != labels
 
     direction = tf.ones_like(x)
@@ -120,4 +121,18 @@ def rays(logits_fn, x, labels, *, eps, queries, tolerance=None, pixel_range=(0.0
         body, state, parallel_iterations=1,
     )
     radius = tf.minimum(best, eps)
-    return pgd.project(point(radius, direction), x, eps, "linf", lo, hi), best, used
+    return core.project(point(radius, direction), x, eps, "linf", lo, hi), best, used
+
+
+def run(logits_fn, x, labels, *, eps, budget, seed=None, pixel_range=(0.0, 1.0)):
+    """The evaluation's entry point: RayS with ``budget`` queries per example; it draws nothing
+    at random. Returns ``(x_adv, {"radius": ..., "queries": ...})``."""
+    del seed
+    x_adv, radius, used = rays(logits_fn, x, labels, eps=eps, queries=budget, pixel_range=pixel_range)
+    return x_adv, {"radius": radius, "queries": used}
+
+
+def cost(budget, num_classes, **options):
+    """``(gradient passes, forward passes)`` of one ``run``, at most: the clean query and one
+    pass per further query of the example that asks longest."""
+    return 0, budget

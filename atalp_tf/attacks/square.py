@@ -6,13 +6,16 @@ it down: when Square beats the gradient attacks, the gradients were misleading t
 Start from vertical stripes of +-eps. At each query, pick a square window per example
 (its side shrinks on the schedule of the paper, from ``p_init`` of the image's area), give it
 a fresh +-eps per channel, and keep the change if the margin ``z_y - max_{i != y} z_i`` fell.
-Examples already misclassified stop changing. One forward pass per query; the randomness is
-stateless, seeded by ``(seed, query)``, so a seed gives the same result on every run.
+Examples already misclassified stop changing. One forward pass per query (under a
+``core.EOT`` wrapper, the expected logits over its draws, so one lucky draw cannot stop an
+example); the randomness is stateless, seeded by ``core.draw_seed(seed)`` and the query, so a
+seed gives the same result on every run.
 """
 
 import tensorflow as tf
 
 from atalp_tf import losses
+from atalp_tf.attacks import core
 
 # Query counts (scaled to a 10,000-query budget) after which the window's area halves again.
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -27,21 +30,23 @@ def window_share(p_init, query, queries):
 
 def _margin(logits_fn, images, labels):
     """``z_y - max_{i != y} z_i``: negative once the example is misclassified."""
-    return -losses.margin(labels, tf.cast(logits_fn(images), tf.float32))
+    return -losses.margin(labels, core.expected_logits(logits_fn, images))
 
 
 def square(logits_fn, x, labels, *, eps, queries, p_init=0.8, pixel_range=(0.0, 1.0), seed=0):
-    """Adversarial examples within ``eps`` (L-inf) found with ``queries`` forward passes."""
+    """Adversarial examples within ``eps`` (L-inf) found with ``queries`` forward passes.
+
+    ``seed``: int, ``keras.random.SeedGenerator`` or None (``core.draw_seed``)."""
     lo, hi = pixel_range
     x = tf.convert_to_tensor(x, tf.float32)
     labels = tf.cast(labels, tf.int32)
     batch, height, width = (tf.shape(x)[i] for i in range(3))
     channels = x.shape[-1]  # static, so the loop's tensors keep their shape
-    seed = tf.cast(seed, tf.int32)
+    seed = core.draw_seed(seed)
 
     def uniform(shape, query, stream):
         # Separate streams for the window's corner and its signs, at every query.
-        return tf.random.stateless_uniform(shape, seed=tf.stack([seed, query * 2 + stream]))
+        return tf.random.stateless_uniform(shape, seed=tf.stack([seed[0], seed[1] + query * 2 + stream]))
 
     def signs(shape, query):
         return tf.where(uniform(shape, query, 0) < 0.5, -1.0, 1.0)
@@ -73,3 +78,14 @@ def square(logits_fn, x, labels, *, eps, queries, p_init=0.8, pixel_range=(0.0, 
         lambda q, *_: q < queries, body, (tf.constant(1), x_adv, margin), parallel_iterations=1
     )
     return x_adv
+
+
+def run(logits_fn, x, labels, *, eps, budget, seed=None, pixel_range=(0.0, 1.0)):
+    """The evaluation's entry point: Square with ``budget`` queries. Returns ``(x_adv, {})``."""
+    return square(logits_fn, x, labels, eps=eps, queries=budget, pixel_range=pixel_range, seed=seed), {}
+
+
+def cost(budget, num_classes, **options):
+    """``(gradient passes, forward passes)`` of one ``run``: the start and one per later query
+    (the loop runs every query, whatever it finds)."""
+    return 0, budget

@@ -15,11 +15,17 @@ import dataclasses
 from atalp_tf import pixels
 from atalp_tf.choices import GRADIENT_ATTACKS
 from atalp_tf.choices import GRADIENT_FREE_ATTACKS
-from atalp_tf.evaluation.robustness import standard_error
+from atalp_tf.evaluation.outcomes import standard_error
+from atalp_tf.evaluation.robustness import REPEAT_CHANGE
 
 ZERO_GRADIENT_SHARE = 0.01
 UNBOUNDED_ACCURACY = 0.10
-REPEAT_CHANGE = 1e-4
+# Iterative gradient attacks at one eps whose accuracies differ by more than this plus three
+# standard errors of their paired difference disagree: one of them follows a misleading gradient.
+DISAGREEMENT = 0.10
+# The iterative gradient attacks compared (FGSM and targeted PGD toward random classes are
+# weaker by design).
+ITERATIVE_GRADIENT_ATTACKS = ("pgd", "apgd_ce", "apgd_t", "fab_t")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,40 +166,101 @@ def gradient_free_weaker(report, tolerance=0.01):
     )
 
 
+def _outputs_probabilities(report):
+    return report.probes["probability_rows_share"] > 0.99
+
+
 def gradients_present(report, threshold=ZERO_GRADIENT_SHARE):
     share = report.probes["zero_gradient_share"]
+    if _outputs_probabilities(report) and not report.probes.get("softmax_logits_recovered"):
+        cause = (
+            f"The model outputs probabilities (the largest {report.probes['largest_probability']:.8g}) and "
+            "no softmax to look behind was found, so the attacks take their logarithm: a probability "
+            "that rounds to 1 in float32 has no gradient left. Export the logits (drop the final "
+            "softmax) and evaluate again; meanwhile trust Square and RayS."
+        )
+    else:
+        cause = (
+            "Look for non-differentiable operations (rounding, quantisation, argmax) or logits so "
+            f"large (up to {report.probes['largest_abs_output']:.3g}) that the float32 softmax "
+            "saturates; attack with Square or RayS, or approximate the layer with BPDA (Athalye et al.)."
+        )
     return Check(
         "zero_gradients",
         share > threshold,
         f"{share:.1%} of the inputs have an all-zero input gradient of the cross-entropy",
-        "Gradient attacks cannot move these inputs. Look for non-differentiable operations "
-        "(rounding, quantisation, argmax) or saturated softmax outputs; attack with Square or "
-        "RayS, or approximate the layer with BPDA (Athalye et al.).",
+        "Gradient attacks cannot move these inputs. " + cause,
     )
 
 
 def outputs_are_logits(report):
     share = report.probes["probability_rows_share"]
+    recovered = report.probes.get("softmax_logits_recovered")
+    detail = f"{share:.1%} of the outputs are in [0, 1] and sum to 1"
+    if _outputs_probabilities(report):
+        detail += (
+            "; the attacks used the logits before the model's softmax" if recovered
+            else "; the attacks used their logarithm (the logits up to a constant per example)"
+        )
     return Check(
         "outputs_probabilities",
-        share > 0.99,
-        f"{share:.1%} of the outputs are in [0, 1] and sum to 1",
-        "The attacks expect logits. Cross-entropy over probabilities applies softmax twice and "
-        "its gradient vanishes; remove the final softmax (export the logits) and evaluate again.",
+        _outputs_probabilities(report) and not recovered,
+        detail,
+        "The model's probabilities were attacked through their logarithm, which is exact until a "
+        "probability rounds to 1 in float32. Export the logits (drop the final softmax) to be sure.",
     )
 
 
 def outputs_deterministic(report, threshold=REPEAT_CHANGE):
     change = report.probes["repeat_call_max_change"]
     scale = max(report.probes["largest_abs_output"], 1.0)
+    random = change > threshold * scale
+    detail = f"two calls on the same inputs differ by up to {change:.3g} (outputs up to {scale:.3g})"
+    if report.randomised:
+        detail += (f"; attacked with EOT over {report.eot_samples} draws and scored by the expected "
+                   "accuracy over fresh draws")
     return Check(
         "random_outputs",
-        change > threshold * scale,
-        f"two calls on the same inputs differ by up to {change:.3g} (outputs up to {scale:.3g})",
+        random and not report.randomised,
+        detail,
         "A randomised model needs attacks that average gradients over its randomness (EOT, "
-        "Athalye et al.); one-sample gradients overstate its robustness. Check that dropout or "
-        "noise layers are off with training=False.",
+        "Athalye et al.); one-sample gradients and one-draw scores overstate its robustness. "
+        "Evaluate without eot_samples=1 (the default averages 20 draws), and check that dropout "
+        "or noise layers are meant to be on with training=False.",
     )
+
+
+def attacks_agree(report, tolerance=DISAGREEMENT):
+    """Iterative gradient attacks at one eps should roughly agree; one far weaker than another
+    (say PGD-50 at 0.74 beside APGD-CE at 0.22) follows a gradient that misleads it."""
+    advice = (
+        "Two gradient attacks on the same model and budget should find about as much. When one "
+        "finds far less, its gradient or step is misled (a masked or noisy gradient, a loss that "
+        "saturates, a fixed step that overshoots): trust the lower figure, which the worst case "
+        "already takes, and treat the weaker attack's figure as meaningless for this model."
+    )
+    found = []
+    compared = False
+    for eps in sorted({s.eps for s in report.specs}):
+        specs = [s for s in report.specs if s.attack in ITERATIVE_GRADIENT_ATTACKS and s.eps == eps and not s.transfer]
+        pgd_steps = [s.steps for s in specs if s.attack == "pgd"]
+        specs = [s for s in specs if s.attack != "pgd" or s.steps == max(pgd_steps)]
+        if len(specs) < 2:
+            continue
+        compared = True
+        weakest = max(specs, key=report.accuracy)
+        strongest = min(specs, key=report.accuracy)
+        difference = report.robust[weakest.name].astype(float) - report.robust[strongest.name].astype(float)
+        error = float(difference.std()) / max(report.num_examples, 1) ** 0.5
+        gap = report.accuracy(weakest) - report.accuracy(strongest)
+        if gap > tolerance + 3 * error:
+            found.append(
+                f"{weakest.name}: {report.accuracy(weakest):.3f} against {strongest.name}: "
+                f"{report.accuracy(strongest):.3f} (trust {strongest.name})"
+            )
+    if not compared:
+        return _not_run("gradient_attacks_disagree", "two iterative gradient attacks at one eps", advice)
+    return _findings("gradient_attacks_disagree", found, "the iterative gradient attacks agree", advice)
 
 
 ALL_CHECKS = (
@@ -205,6 +272,7 @@ ALL_CHECKS = (
     gradients_present,
     outputs_are_logits,
     outputs_deterministic,
+    attacks_agree,
 )
 
 

@@ -18,21 +18,31 @@ def table(report, checks, title=""):
     lines = []
     if title:
         lines.append(title)
-    lines.append(f"clean accuracy {report.clean_accuracy:.4f} on {report.num_examples} examples")
+    def error(outcomes):
+        return f" +- {report.draw_error(outcomes):.4f}" if report.randomised else ""
+
+    if report.randomised:
+        lines.append(
+            f"randomised model: every accuracy is the expected accuracy over {report.eot_samples} fresh draws "
+            "per example, +- the draws' standard error (attacks average their gradients over as many draws)"
+        )
+    lines.append(f"clean accuracy {report.clean_accuracy:.4f}{error(report.clean_correct)} on {report.num_examples} examples")
     lines.append(f"  {'attack':<34} {'box':<5} {'eps':>16} {'steps':>6} {'restarts':>8} {'accuracy':>9}")
     for spec in report.specs:
         eps = pixels.both(spec.eps)
         lines.append(
             f"  {spec.name:<34} {spec.box:<5} {eps:>16} {spec.steps:>6} {spec.restarts:>8} "
-            f"{report.accuracy(spec):>9.4f}"
+            f"{report.accuracy(spec):>9.4f}{error(report.robust[spec.name])}"
         )
         if spec.name in report.breakers:
             steps = ", ".join(f"{n} {a:.4f}" for n, a in report.after_each_component(spec).items())
             lines.append(f"    accuracy after each of its attacks: {steps}")
+        if spec.name in report.notes:
+            lines.append(f"    note: {report.notes[spec.name]}")
     for eps, (accuracy, names) in report.worst_case().items():
         lines.append(
-            f"  worst case per example at eps {pixels.both(eps)}: {accuracy:.4f} "
-            f"over {len(names)} attacks"
+            f"  worst case per example at eps {pixels.both(eps)}: {accuracy:.4f}"
+            f"{error(report.worst_case_outcomes(eps))} over {len(names)} attacks"
         )
     fired = [c for c in checks if c.fired]
     ran = [c for c in checks if c.ran]
@@ -83,14 +93,14 @@ def _curves(report):
 
 
 def evaluate_into(out_dir, target, batches, specs, *, source=None, seed=0, num_classes=None,
-                  num_batches=None, title="", context=None, log=print, figure=True):
-    """Evaluates ``specs`` (``robustness.evaluate``), runs the checks, logs the table and writes
+                  num_batches=None, title="", context=None, log=print, figure=True, eot_samples=None):
+    """Evaluates ``specs`` (``robustness.evaluate``, ``eot_samples`` as there), runs the checks, logs the table and writes
     ``evaluation.json``, ``evaluation.csv`` and, with ``figure`` and matplotlib,
     ``accuracy_vs_iterations.png`` to ``out_dir``. Returns ``(report, checks, json values,
     names written)``."""
     report = robustness.evaluate(
         target, batches, specs, source=source, seed=seed, num_classes=num_classes, log=log,
-        num_batches=num_batches,
+        num_batches=num_batches, eot_samples=eot_samples,
     )
     checks = robustness_checks.run_checks(report)
     for line in table(report, checks, title):

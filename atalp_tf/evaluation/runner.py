@@ -14,6 +14,7 @@ from atalp_tf.choices import DEFAULT_ATTACKS
 from atalp_tf.errors import MissingPath
 from atalp_tf.errors import OutputExists
 from atalp_tf.errors import UserError
+from atalp_tf.evaluation import plan
 from atalp_tf.evaluation import report
 from atalp_tf.evaluation import robustness
 from atalp_tf.models.classifier import network_of
@@ -48,10 +49,11 @@ def evaluation_data(located, image_shape, *, dataset=None, data_dir=None, image_
 def evaluate_path(model_path, *, checkpoint="final", out_dir=None, overwrite=False, eps=None, steps=(10, 20, 50),
                   attacks=None, restarts=1, step_size=None, queries=1000, num_targets=9, seed=0,
                   source_path=None, source_checkpoint="final", dataset=None, data_dir=None, image_size=None,
-                  split="test", num_examples=500, batch_size=100, bpda=(), log=print):
+                  split="test", num_examples=500, batch_size=100, bpda=(), eot_samples=None, log=print):
     """Evaluates the model ``model_path`` names into ``out_dir`` (default the run's
     ``evaluation/``); returns the names written. Refuses to replace an earlier evaluation
-    unless ``overwrite``."""
+    unless ``overwrite``. ``eot_samples``: draws a randomised model is averaged over (None: 20
+    when its outputs are random, 1: never)."""
     located = locate(model_path, checkpoint)
     if not out_dir and located.run_dir is None:
         raise UserError("--out_dir is needed when --model is not inside a training model_dir")
@@ -75,7 +77,7 @@ def evaluate_path(model_path, *, checkpoint="final", out_dir=None, overwrite=Fal
     if source_path:
         source_file = locate(source_path, source_checkpoint).model_file
         source = load_classifier(source_file, num_classes=data.num_classes, image_shape=data.image_shape)
-    specs = robustness.plan(
+    specs = plan.plan(
         eps, sorted(set(steps)), attacks or DEFAULT_ATTACKS, restarts=restarts, step_size=step_size,
         queries=queries, num_targets=num_targets, transfer=source is not None, num_classes=data.num_classes,
     )
@@ -88,5 +90,6 @@ def evaluate_path(model_path, *, checkpoint="final", out_dir=None, overwrite=Fal
         out_dir, robustness.logits_of(model), batches, specs,
         source=robustness.logits_of(source) if source is not None else None, seed=seed,
         num_classes=data.num_classes, num_batches=num_batches, title=title, context=context, log=log,
+        eot_samples=eot_samples,
     )
     return [os.path.join(out_dir, name) for name in written]

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from atalp_tf import losses
-from atalp_tf.attacks import pgd
+from atalp_tf.attacks import core
 from atalp_tf.errors import MissingPath
 from atalp_tf.models.backbones import STAGES
 from atalp_tf.models.classifier import network_of
@@ -125,7 +125,7 @@ def loss_landscape(model, image, label, *, radius, steps=21, seed=0, pixel_range
 
     @tf.function  # eagerly, every convolution's filter gradient would be computed too
     def input_gradient(x):
-        return pgd.input_gradient(logits_fn, x, lambda logits: losses.cross_entropy(y, logits))[2]
+        return core.input_gradient(logits_fn, x, lambda logits: losses.cross_entropy(y, logits)).gradient
 
     gradient_sign = tf.sign(input_gradient(x))
     rademacher = tf.constant(np.random.default_rng(seed).choice([-1.0, 1.0], size=x.shape), tf.float32)

@@ -31,6 +31,7 @@ from atalp_tf.attacks.pgd import compile_attack
 from atalp_tf.datasets.images import IMAGE_EXTENSIONS
 from atalp_tf.errors import MissingPath
 from atalp_tf.errors import OutputExists
+from atalp_tf.evaluation import plan
 from atalp_tf.evaluation import report
 from atalp_tf.evaluation import robustness
 from atalp_tf.inspection import maps
@@ -60,7 +61,7 @@ def train_config(suite, name, out_dir, data_overrides=None):
 
 def _plan(suite, transfer, num_classes):
     e = suite.evaluation
-    return robustness.plan(
+    return plan.plan(
         e.eps, e.steps, e.attacks, restarts=e.restarts, step_size=e.step_size, queries=e.queries,
         num_targets=e.num_targets, transfer=transfer, num_classes=num_classes,
         autoattack_budget=e.autoattack_budget,

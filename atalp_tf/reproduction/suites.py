@@ -19,7 +19,7 @@ ALL_METHODS = choices.METHODS
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    """The attacks of a table (``atalp_tf.evaluation.robustness.plan`` arguments)."""
+    """The attacks of a table (``atalp_tf.evaluation.plan.plan`` arguments)."""
 
     eps: tuple
     steps: tuple
