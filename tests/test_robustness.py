@@ -141,3 +141,47 @@ def test_plan_covers_the_paper_settings_and_skips_apgd_t_for_two_classes():
     assert not any(s.attack == "apgd_t" for s in two)
     with pytest.raises(ValueError, match="no source model"):
         robustness.evaluate(lambda t: t, [(np.zeros((1, 16, 16, 1)), [0])], specs)
+
+
+def _counting_robust_model():
+    """A 4-class linear model no attack within eps 0.1 can move off class 0 (its margin is far
+    larger than the logits can change), so no attack stops early; it counts its forward
+    passes and, through a custom gradient at its input, its backward passes."""
+    forwards, backwards = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
+    w = tf.constant(np.random.default_rng(0).normal(size=(48, 4)).astype(np.float32)) * 1e-3
+    bias = tf.constant([100.0, 0.0, -1.0, -2.0])
+
+    @tf.custom_gradient
+    def tap(x):
+        def gradient(dy):
+            with tf.control_dependencies([backwards.assign_add(1)]):
+                return tf.identity(dy)
+        return tf.identity(x), gradient
+
+    def logits_fn(images):
+        with tf.control_dependencies([forwards.assign_add(1)]):
+            images = tap(images)
+        return tf.matmul(tf.reshape(images, [-1, 48]), w) + bias
+
+    return logits_fn, forwards, backwards
+
+
+@pytest.mark.parametrize("eot", [1, 3], ids=["deterministic", "eot3"])
+def test_every_rows_cost_is_the_passes_it_makes(eot):
+    from atalp_tf.attacks import core
+    from atalp_tf.evaluation.plan import ATTACK_TABLE
+
+    logits_fn, forwards, backwards = _counting_robust_model()
+    target = core.EOT(logits_fn, eot) if eot > 1 else logits_fn
+    x = np.random.default_rng(1).uniform(size=(6, 4, 4, 3)).astype(np.float32)
+    y = np.zeros(6, np.int32)
+    for name in ATTACK_TABLE:
+        spec = AttackSpec(name, 0.1, 1 if name == "fgsm" else 4, num_targets=2, queries=7, eot_samples=eot)
+        run = robustness.prepare(spec, target, seed=0)
+        run(tf.constant(x), tf.constant(y), tf.constant(y + 1))  # trace; the counters count this call too
+        forwards.assign(0)
+        backwards.assign(0)
+        adversarial, _ = run(tf.constant(x), tf.constant(y), tf.constant(y + 1))
+        counted = (int(backwards.numpy()), int(forwards.numpy() - backwards.numpy()))
+        assert np.all(np.argmax(logits_fn(adversarial), -1) == 0), name  # nothing stopped early
+        assert counted == spec.cost(num_classes=4), name

@@ -102,3 +102,15 @@ def test_accuracy_rising_with_eps_or_iterations_is_flagged():
     # Differences within sampling noise (two standard errors plus a point) do not fire.
     noise = _report({AttackSpec("pgd", EPS, 10): 0.40, AttackSpec("pgd", EPS, 100): 0.44})
     assert _fired(noise) == set()
+
+
+def test_gradient_attacks_that_disagree_are_flagged_and_the_lower_one_trusted():
+    misled = _report({AttackSpec("pgd", EPS, 50): 0.74, AttackSpec("apgd_ce", EPS, 50): 0.22})
+    check = next(c for c in robustness_checks.run_checks(misled) if c.name == "gradient_attacks_disagree")
+    assert check.fired and "trust apgd_ce-50" in check.detail and "pgd-50 eps=8/255: 0.740" in check.detail
+    agree = _report({AttackSpec("pgd", EPS, 50): 0.40, AttackSpec("apgd_ce", EPS, 50): 0.37})
+    assert "gradient_attacks_disagree" not in _fired(agree)
+    # Shorter PGD runs and FGSM are weaker by design: only the longest PGD is compared.
+    weaker_by_design = _report({AttackSpec("fgsm", EPS): 0.9, AttackSpec("pgd", EPS, 5): 0.7,
+                                AttackSpec("pgd", EPS, 50): 0.41, AttackSpec("apgd_ce", EPS, 50): 0.40})
+    assert "gradient_attacks_disagree" not in _fired(weaker_by_design)

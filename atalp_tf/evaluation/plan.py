@@ -130,8 +130,11 @@ class AttackSpec:
 
     @property
     def name(self):
-        if self.attack == "autoattack":
-            label = "autoattack-rand" if self.eot_samples > 1 else "autoattack"
+        if self.attack == "autoattack" and self.eot_samples > 1:
+            # The randomised version has neither targets nor Square.
+            label = "autoattack-rand" + ("" if self.steps == autoattack.STEPS else f"-reduced-{self.steps}it")
+        elif self.attack == "autoattack":
+            label = "autoattack"
             if not self.standard_autoattack:
                 label += f"-reduced-{self.steps}it-{self.num_targets}t-{self.queries}q"
         else:
