@@ -36,6 +36,8 @@ setuptools.setup(
             # An independent PGD and AutoAttack to check ours against (tests only).
             "adversarial-robustness-toolbox>=1.20",
             "multiprocess>=0.70",
+            # An independent EOT attack for randomised models (tests only).
+            "foolbox>=3.3",
         ],
     },
 )

@@ -84,7 +84,7 @@ def test_a_run_writes_table_json_csv_and_figure_and_keeps_them(standard_model, s
     assert saved["num_examples"] == 40 and saved["source_model"] == str(source)
     names = [a["name"] for a in saved["attacks"]]
     assert "apgd_ce-5 eps=8/255" in names and "transfer pgd-5 eps=4/255" in names
-    assert len(saved["checks"]) == 8 and isinstance(saved["warnings"], list)
+    assert len(saved["checks"]) == 9 and isinstance(saved["warnings"], list)
     worst = {round(w["eps_255"]): w["accuracy"] for w in saved["worst_case"]}
     assert worst[8] <= min(a["accuracy"] for a in saved["attacks"] if round(a["eps_255"]) == 8)
     # Per example: which attacks broke it; the worst case is the share that none broke.

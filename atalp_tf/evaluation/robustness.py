@@ -167,9 +167,10 @@ def _random_targets(labels, num_classes, rng):
 
 
 def output_change(target, images):
-    """``(largest change between two identical calls, largest absolute output)``, one draw each."""
-    forward = tf.function(_one_draw(target), reduce_retracing=True)
-    first, second = forward(images).numpy(), forward(images).numpy()
+    """``(largest change between two identical calls, largest absolute output)``, one draw each
+    (eager: two calls on a few images cost less than compiling the model once more)."""
+    forward = _one_draw(target)
+    first, second = np.asarray(forward(images)), np.asarray(forward(images))
     return float(np.abs(first - second).max()), float(np.abs(first).max())
 
 
@@ -256,10 +257,10 @@ def _describe_outputs(target, images, log):
     """One line when the model outputs probabilities: what the attacks take instead."""
     if not isinstance(_one_draw(target), ModelLogits):
         return
-    raw = tf.function(_outputs_of(target), reduce_retracing=True)(images[:8]).numpy()
+    raw = np.asarray(_outputs_of(target)(images[:8]))
     if raw.ndim != 2 or not ((raw >= 0).all() and (raw <= 1).all() and (np.abs(raw.sum(1) - 1) < 1e-3).all()):
         return
-    tf.function(_one_draw(target))(images[:1])  # trace, so ModelLogits knows what it found
+    _one_draw(target)(images[:1])  # so ModelLogits knows what it found
     if getattr(_one_draw(target), "recovered", False):
         log("The model outputs probabilities (it ends in a softmax): the attacks use the logits before it")
     else:
@@ -301,7 +302,7 @@ def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, l
         raise DataError("No examples to evaluate: the dataset is empty")
     first_images = tf.convert_to_tensor(first[0], tf.float32)
     _describe_outputs(target, first_images, log)
-    samples = _eot_samples(target, first_images, eot_samples, log)
+    samples = _eot_samples(target, first_images[:8], eot_samples, log)
     if samples > 1:
         target = core.EOT(target, samples)
         specs = [s if s.transfer else dataclasses.replace(s, eot_samples=samples) for s in specs]
