@@ -93,6 +93,14 @@ def correct_share(logits_fn, x, labels):
     return _mean_over_draws(logits_fn, draw)
 
 
+def mostly_correct(logits_fn, x, labels):
+    """Per example (bool), whether the model classifies ``x`` as ``labels``; under ``EOT``,
+    whether at least half of the draws do (what a search for the nearest adversarial point
+    counts as crossing)."""
+    correct = correct_share(logits_fn, x, labels)
+    return correct >= 0.5 if correct.dtype == tf.float32 else correct
+
+
 def per_example_norm(v):
     """L2 norm of each example of a batch, shaped to broadcast against it."""
     return tf.sqrt(tf.reduce_sum(tf.square(v), axis=list(range(1, v.shape.rank)), keepdims=True))

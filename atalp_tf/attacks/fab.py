@@ -94,8 +94,7 @@ def fab(logits_fn, x, labels, targets, *, eps, steps=100, pixel_range=(0.0, 1.0)
         return tf.gather(logits, targets, batch_dims=1) - tf.gather(logits, labels, batch_dims=1)
 
     def misclassified(points):
-        correct = core.correct_share(logits_fn, tf.reshape(points, tf.shape(x)), labels)
-        return correct < 0.5 if correct.dtype == tf.float32 else ~correct
+        return ~core.mostly_correct(logits_fn, tf.reshape(points, tf.shape(x)), labels)
 
     def body(i, x1, best, best_distance):
         value, _, grad, _ = core.input_gradient(logits_fn, tf.reshape(x1, tf.shape(x)), gap)
@@ -138,9 +137,7 @@ def fab_targeted(logits_fn, x, labels, *, eps, steps=100, num_targets=9, pixel_r
     best = x
     for r in range(min(num_targets, ranked.shape[-1])):
         candidate = fab(logits_fn, x, labels, ranked[:, r], eps=eps, steps=steps, pixel_range=pixel_range)
-        still_right = core.correct_share(logits_fn, best, labels)
-        if still_right.dtype == tf.float32:
-            still_right = still_right >= 0.5
+        still_right = core.mostly_correct(logits_fn, best, labels)
         best = tf.where(still_right[:, None, None, None], candidate, best)
     return best
 
