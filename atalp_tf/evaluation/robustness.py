@@ -24,6 +24,7 @@ under an unbounded PGD (eps covering the whole pixel range), which must be near 
 """
 
 import dataclasses
+import itertools
 import time
 
 import keras
@@ -317,7 +318,7 @@ def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, l
     labels_all, clean_all, robust = [], [], {n: [] for n in names}
     details = {}
     started = time.time()
-    for index, (images, labels) in enumerate(_chain(first, batches)):
+    for index, (images, labels) in enumerate(itertools.chain([first], batches)):
         images = tf.convert_to_tensor(images, tf.float32)
         labels = np.asarray(labels, np.int32)
         labels_t = tf.constant(labels)
@@ -363,11 +364,6 @@ def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, l
         notes=notes,
         eot_samples=samples,
     )
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _duration(seconds):
