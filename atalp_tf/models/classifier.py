@@ -27,7 +27,7 @@ tf.distribute). The optimizer takes ``free_replays`` steps per batch, at about t
 PGD-(``free_replays`` - 1) batch; the paper trains for ``1 / free_replays`` of standard
 training's epochs. The input gradient is the training loss's, with batch norm in training
 mode, as in the paper; it is loss-scaled under mixed precision, unlike the attacks' float32
-gradient (``atalp_tf.attacks.pgd.input_gradient``).
+gradient (``atalp_tf.attacks.core.input_gradient``).
 """
 
 import warnings
