@@ -1,6 +1,6 @@
 """Checks that flag a robustness report which may overstate robustness.
 
-Each check reads a ``outcomes.Report`` and returns a ``Check``: whether it fired, what it
+Each check reads an ``outcomes.Report`` and returns a ``Check``: whether it fired, what it
 saw, and what to do. They follow Carlini et al.'s "On Evaluating Adversarial Robustness" and
 Athalye et al.'s signs of obfuscated gradients; logit pairing is the classic case that needed
 them (Engstrom et al. 2018, Mosbach et al. 2018). A fired check does not prove the number
