@@ -81,9 +81,7 @@ class AutoAttack:
 
     def _build(self, num_classes):
         s, logits_fn = self.settings, self.logits_fn
-        self.num_classes = num_classes
         self.names = components(num_classes, self.randomised)
-        self.cut = cut_note(num_classes, self.randomised)
         targets = min(s["num_targets"], num_classes - 1)
         kwargs = dict(eps=self.eps, pixel_range=s["pixel_range"], steps=s["steps"])
         runs = {

@@ -53,6 +53,11 @@ class EOT:
         return self.logits_fn(x)
 
 
+def one_draw(logits_fn):
+    """The plain logits function inside an ``EOT`` wrapper (one draw), else ``logits_fn``."""
+    return logits_fn.logits_fn if isinstance(logits_fn, EOT) else logits_fn
+
+
 def samples_of(logits_fn):
     """Draws each pass costs: ``samples`` for an ``EOT`` wrapper, 1 for a plain logits function."""
     return logits_fn.samples if isinstance(logits_fn, EOT) else 1
@@ -85,12 +90,12 @@ def correct_share(logits_fn, x, labels):
     deterministic model, the float32 share of correct draws under ``EOT`` (fresh draws)."""
     labels = tf.cast(labels, tf.int32)
 
-    def draw():
-        return tf.cast(tf.argmax(logits_fn(x), axis=-1, output_type=tf.int32) == labels, tf.float32)
+    def correct():
+        return tf.argmax(logits_fn(x), axis=-1, output_type=tf.int32) == labels
 
     if not isinstance(logits_fn, EOT):
-        return tf.argmax(logits_fn(x), axis=-1, output_type=tf.int32) == labels
-    return _mean_over_draws(logits_fn, draw)
+        return correct()
+    return _mean_over_draws(logits_fn, lambda: tf.cast(correct(), tf.float32))
 
 
 def mostly_correct(logits_fn, x, labels):
@@ -172,22 +177,21 @@ def ranked_targets(logits, labels):
 
 
 class InputGradient(tuple):
-    """``(loss, logits, gradient, predictions)`` of ``input_gradient``; unpacks like a tuple."""
+    """``(loss, logits, gradient, votes)`` of ``input_gradient``; unpacks like a tuple."""
 
     __slots__ = ()
 
-    def __new__(cls, loss, logits, gradient, predictions):
-        return super().__new__(cls, (loss, logits, gradient, predictions))
+    def __new__(cls, loss, logits, gradient, votes):
+        return super().__new__(cls, (loss, logits, gradient, votes))
 
     loss = property(lambda self: self[0])
     logits = property(lambda self: self[1])
     gradient = property(lambda self: self[2])
-    predictions = property(lambda self: self[3])
+    votes = property(lambda self: self[3])
 
     def wrong_share(self, labels):
         """Per example, the share of the draws that misclassified it (0 or 1 for one draw)."""
-        wrong = tf.not_equal(self.predictions, tf.cast(labels, tf.int32)[None])
-        return tf.reduce_mean(tf.cast(wrong, tf.float32), axis=0)
+        return 1.0 - tf.gather(self.votes, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
 
 
 def _one_draw(logits_fn, x, loss_fn, unscale):
@@ -219,32 +223,17 @@ def input_gradient(logits_fn, x, loss_fn):
     """The input gradient of ``sum(loss_fn(logits))``, up to a positive factor per example.
 
     Returns an ``InputGradient``: the per-example loss and the logits, both float32, the
-    float32 gradient with respect to ``x``, and ``predictions`` (``[draws, B]`` classes). For
-    an ``EOT`` wrapper the loss, logits and gradient are means over its draws (the gradient
-    exact, not scaled) and ``predictions`` holds each draw's. An example whose loss does not
-    depend on its logits (or whose softmax saturated even in float32) keeps a zero gradient,
-    which is what the masking checks look for.
+    float32 gradient with respect to ``x``, and ``votes`` (``[B, K]``: the share of draws
+    that predicted each class, one-hot for one draw). For an ``EOT`` wrapper the loss, logits
+    and gradient are means over its draws (the gradient exact, not scaled). An example whose
+    loss does not depend on its logits (or whose softmax saturated even in float32) keeps a
+    zero gradient, which is what the masking checks look for.
     """
-    if not isinstance(logits_fn, EOT):
-        loss, logits, gradient = _one_draw(logits_fn, x, loss_fn, unscale=False)
-        predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)[None]
-        return InputGradient(loss, logits, gradient, predictions)
+    randomised = isinstance(logits_fn, EOT)
 
     def draw():
-        return _one_draw(logits_fn.logits_fn, x, loss_fn, unscale=True)
+        loss, logits, gradient = _one_draw(one_draw(logits_fn), x, loss_fn, unscale=randomised)
+        votes = tf.one_hot(tf.argmax(logits, axis=-1), tf.shape(logits)[-1])
+        return loss, logits, gradient, votes
 
-    def body(i, loss, logits, gradient, predictions):
-        draw_loss, draw_logits, draw_gradient = draw()
-        predictions = predictions.write(i, tf.argmax(draw_logits, axis=-1, output_type=tf.int32))
-        return i + 1, loss + draw_loss, logits + draw_logits, gradient + draw_gradient, predictions
-
-    loss, logits, gradient = draw()
-    predictions = tf.TensorArray(tf.int32, size=logits_fn.samples).write(
-        0, tf.argmax(logits, axis=-1, output_type=tf.int32)
-    )
-    _, loss, logits, gradient, predictions = tf.while_loop(
-        lambda i, *_: i < logits_fn.samples, body, (tf.constant(1), loss, logits, gradient, predictions),
-        parallel_iterations=1,
-    )
-    count = float(logits_fn.samples)
-    return InputGradient(loss / count, logits / count, gradient / count, predictions.stack())
+    return InputGradient(*_mean_over_draws(logits_fn, draw))

@@ -59,7 +59,10 @@ ATTACK_TABLE = {
     "fab_t": Row(fab, lambda s: dict(num_targets=s.num_targets)),
     "square": Row(square, budgets="queries", unit="q"),
     "rays": Row(rays, budgets="queries", unit="q"),
-    "autoattack": Row(autoattack, lambda s: dict(num_targets=s.num_targets, queries=s.queries), budgets="autoattack"),
+    "autoattack": Row(
+        autoattack, lambda s: dict(num_targets=s.num_targets, queries=s.queries, randomised=s.eot_samples > 1),
+        budgets="autoattack",
+    ),
 }
 assert tuple(ATTACK_TABLE) == ATTACKS, "every attack name has one row, in the order reports list them"
 
@@ -155,10 +158,7 @@ class AttackSpec:
     def cost(self, num_classes):
         """``(gradient passes, forward passes)`` of one run of every restart on a batch, each
         pass counted once per EOT draw; the scoring of the result is not included."""
-        options = dict(self.options())
-        if self.attack == "autoattack":
-            options["randomised"] = self.eot_samples > 1
-        gradients, forwards = self.row.module.cost(self.steps, num_classes, **options)
+        gradients, forwards = self.row.module.cost(self.steps, num_classes, **self.options())
         runs = self.restarts * self.eot_samples
         return gradients * runs, forwards * runs
 
@@ -220,7 +220,7 @@ def plan(
 def pass_seconds(target, images, labels):
     """Seconds of one input-gradient pass and one forward pass on this batch, compiled (one
     draw of a randomised model: ``AttackSpec.cost`` counts the draws)."""
-    one_draw = target.logits_fn if isinstance(target, core.EOT) else target
+    one_draw = core.one_draw(target)
     gradient = tf.function(
         lambda x, y: core.input_gradient(one_draw, x, lambda z: losses.cross_entropy(y, z)).gradient
     )

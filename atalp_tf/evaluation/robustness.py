@@ -131,13 +131,15 @@ def logits_of(model):
     return ModelLogits(model)
 
 
-def _one_draw(target):
-    return target.logits_fn if isinstance(target, core.EOT) else target
+def _probability_rows(outputs):
+    """Per row of a ``[B, K]`` array of outputs, whether it is a probability vector."""
+    in_unit = (outputs >= 0).all(axis=1) & (outputs <= 1).all(axis=1)
+    return in_unit & (np.abs(outputs.sum(axis=1) - 1) < 1e-3)
 
 
 def _outputs_of(target):
     """The model's own outputs (probabilities, if it ends in a softmax) of a logits function."""
-    target = _one_draw(target)
+    target = core.one_draw(target)
     return target.outputs if isinstance(target, ModelLogits) else target
 
 
@@ -170,7 +172,7 @@ def _random_targets(labels, num_classes, rng):
 def output_change(target, images):
     """``(largest change between two identical calls, largest absolute output)``, one draw each
     (eager: two calls on a few images cost less than compiling the model once more)."""
-    forward = _one_draw(target)
+    forward = core.one_draw(target)
     first, second = np.asarray(forward(images)), np.asarray(forward(images))
     return float(np.abs(first - second).max()), float(np.abs(first).max())
 
@@ -186,7 +188,7 @@ class _Probes:
     randomised model: they look for broken gradients and outputs, not for its accuracy."""
 
     def __init__(self, target, steps):
-        one_draw = _one_draw(target)
+        one_draw = core.one_draw(target)
         self.target = target
         self.zero_gradient = 0
         self.seen = 0
@@ -216,8 +218,7 @@ class _Probes:
         logits, again, grad, raw = (t.numpy() for t in self.gradients(images, labels))
         self.seen += len(labels)
         self.zero_gradient += int(np.sum(np.all(grad.reshape(len(grad), -1) == 0, axis=1)))
-        in_unit = (raw >= 0).all(axis=1) & (raw <= 1).all(axis=1)
-        rows = in_unit & (np.abs(raw.sum(axis=1) - 1) < 1e-3)
+        rows = _probability_rows(raw)
         self.probability_rows += int(np.sum(rows))
         if rows.any():
             self.largest_probability = max(self.largest_probability, float(raw[rows].max()))
@@ -227,7 +228,7 @@ class _Probes:
         self.unbounded_robust += int(np.sum(self.predict(adversarial).numpy() == labels))
 
     def result(self):
-        one_draw = _one_draw(self.target)
+        one_draw = core.one_draw(self.target)
         recovered = getattr(one_draw, "recovered", None)
         return {
             "zero_gradient_share": self.zero_gradient / self.seen,
@@ -256,13 +257,14 @@ def _eot_samples(target, images, eot_samples, log):
 
 def _describe_outputs(target, images, log):
     """One line when the model outputs probabilities: what the attacks take instead."""
-    if not isinstance(_one_draw(target), ModelLogits):
+    if not isinstance(core.one_draw(target), ModelLogits):
         return
     raw = np.asarray(_outputs_of(target)(images[:8]))
-    if raw.ndim != 2 or not ((raw >= 0).all() and (raw <= 1).all() and (np.abs(raw.sum(1) - 1) < 1e-3).all()):
+    if raw.ndim != 2 or not _probability_rows(raw).all():
         return
-    _one_draw(target)(images[:1])  # so ModelLogits knows what it found
-    if getattr(_one_draw(target), "recovered", False):
+    logits_fn = core.one_draw(target)
+    logits_fn(images[:1])  # so ModelLogits knows what it found
+    if logits_fn.recovered:
         log("The model outputs probabilities (it ends in a softmax): the attacks use the logits before it")
     else:
         log("The model outputs probabilities: the attacks use their logarithm, the logits up to a constant "
@@ -351,7 +353,7 @@ def evaluate(target, batches, specs, *, source=None, seed=0, num_classes=None, l
             log(f"batch {index + 1}/{num_batches} done, {_duration(elapsed)} so far, about {_duration(left)} left")
     notes = {
         spec.name: note for spec in specs if spec.attack == "autoattack"
-        and (note := autoattack.cut_note(num_classes, samples > 1 and not spec.transfer))
+        and (note := autoattack.cut_note(num_classes, spec.eot_samples > 1))
     }
     return Report(
         specs=list(specs),
