@@ -2,15 +2,17 @@
 
 The packages, from the bottom up (each imports only those before it):
 
-* ``choices``, ``errors``, ``pixels``, ``losses``, ``plots``: allowed values, the errors a user
-  can cause, eps units, per-example losses, figures;
+* ``choices``, ``errors``, ``pixels``: allowed values, the errors a user can cause, eps units;
+* ``atomic``, ``losses``, ``optimizers``, ``plots``: files written whole or not at all,
+  per-example losses, optimizers and schedules, figures;
 * ``attacks``: PGD (the one core training and evaluation share), APGD, FAB, Square, RayS and
   the standard AutoAttack;
 * ``models``: ResNet backbones, in-model preprocessing, the training objectives and
   ``RobustClassifier``;
 * ``datasets``: the sources, splits and tf.data pipelines;
-* ``training``: the configuration, the run directory, the run in stages, its callbacks,
-  optimizers, export and checked loading;
+* ``runs``: what a run leaves on disk and how every command reads it: the run directory and its
+  manifest, the lock, checked loading, the serving export;
+* ``training``: the configuration, the run in stages, its resumable state and callbacks;
 * ``evaluation``: attack plans with the per-example worst case, false-robustness checks and
   reports; ``inspection``: attention maps, part activation, loss landscapes and their files;
 * ``reproduction``: the paper's tables as suites, and their runner;
@@ -31,4 +33,4 @@ if sys.argv[:1] != ["-m"]:
     from atalp_tf.attacks import PGDConfig  # noqa: F401
     from atalp_tf.models.classifier import RobustClassifier  # noqa: F401
     from atalp_tf.models.preprocessing import CaffePreprocessing  # noqa: F401
-    from atalp_tf.training import optimizers  # noqa: F401  (registers the OneCycle schedule)
+    from atalp_tf import optimizers  # noqa: F401  (registers the OneCycle schedule)

@@ -62,6 +62,14 @@ MIN_IMAGE_SIZE = {"resnet18": 8, "resnet50": 32, "resnet101": 32, "resnet152": 3
 ARRAY_DATASETS = ("digits", "cifar10")  # held in memory whole; their images have a native size
 FILE_DATASETS = ("flowers17", "folder")  # image files under --data_dir; they need --image_size
 DATASETS = ARRAY_DATASETS + FILE_DATASETS
+DATASET_NAMES = f"one of {', '.join(DATASETS)}, or tfds:NAME for a TensorFlow Datasets set"
+
+
+def is_dataset(name):
+    """Whether ``name`` names a dataset: one of ``DATASETS`` or ``tfds:NAME``."""
+    return name in DATASETS or (name.startswith("tfds:") and len(name) > 5)
+
+
 # The image side of the array sets when --image_size leaves it (file sets need one).
 NATIVE_IMAGE_SIZE = {"digits": 8, "cifar10": 32}
 AUGMENTATIONS = ("auto", "none", "flip", "pad_crop", "resized_crop")

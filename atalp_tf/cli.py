@@ -6,8 +6,9 @@ this, and it imports no TensorFlow before the flags are parsed: a mistyped flag 
 
 The preamble (``command``) quiets TensorFlow's start-up noise (C++ logs, absl warnings,
 other libraries' Python warnings) unless ``--verbosity`` is given, importing TensorFlow only
-then, shows this package's advice as one line each, and turns a ``UserError`` into one paragraph on stderr (exit 1) and
-Ctrl-C into one line (exit 130). Any other exception is a bug and keeps its traceback.
+then, shows this package's advice as one line each, and turns a ``UserError`` (or a full disk
+or a folder it may not write) into one paragraph on stderr (exit 1) and Ctrl-C into one line
+(exit 130). Any other exception is a bug and keeps its traceback.
 """
 
 import os
@@ -18,6 +19,7 @@ import warnings
 from absl import flags
 from absl import logging
 
+from atalp_tf import atomic
 from atalp_tf import pixels
 from atalp_tf.errors import Advice
 from atalp_tf.errors import Interrupted
@@ -172,6 +174,13 @@ def command(program, body, help_text=None):
             sys.exit(130)
         except UserError as error:
             print(f"{program}: error: {error}", file=sys.stderr)
+            sys.exit(1)
+        except OSError as error:
+            # A full disk or a folder without permission is the machine's, not a bug of ours.
+            message = atomic.os_error_message(error)
+            if message is None:
+                raise
+            print(f"{program}: error: {message}", file=sys.stderr)
             sys.exit(1)
 
     return main

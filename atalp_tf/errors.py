@@ -33,6 +33,10 @@ class OutputExists(UserError, FileExistsError):
     """Writing would replace something the user has, and they did not ask for that."""
 
 
+class DamagedFile(UserError, ValueError):
+    """A file the package wrote that cannot be read back: truncated, garbled or of another format."""
+
+
 class ModelFileError(UserError, ValueError):
     """A model file that cannot be loaded, or not as the caller needs it."""
 

@@ -24,7 +24,7 @@ from atalp_tf import choices
 from atalp_tf import cli
 from atalp_tf.cli import DEFINE_pixel_list
 from atalp_tf.cli import DEFINE_pixel_value
-from atalp_tf.training.rundir import RunDir
+from atalp_tf.runs.rundir import RunDir
 
 _MODEL = flags.DEFINE_string("model", None, ".keras file, training model_dir or its export/.", required=True)
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "final", tuple(RunDir.MODELS), "Which model of a model_dir.")
@@ -33,6 +33,8 @@ _SOURCE_CHECKPOINT = flags.DEFINE_enum(
     "source_checkpoint", "final", tuple(RunDir.MODELS), "Which model of the source's model_dir."
 )
 _DATASET = flags.DEFINE_string("dataset", None, "Data to evaluate on (default: the run's own).")
+flags.register_validator("dataset", lambda name: name is None or choices.is_dataset(name),
+                         f"--dataset must be {choices.DATASET_NAMES}")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where --dataset lives (flowers17, folder, tfds).")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Image side (default: the run's).", lower_bound=8)
 _SPLIT = flags.DEFINE_enum("split", "test", ("test", "val"), "Which part of the data.")

@@ -15,7 +15,7 @@ from atalp_tf import choices
 from atalp_tf import cli
 from atalp_tf.cli import DEFINE_pixel_value
 from atalp_tf.errors import Advice
-from atalp_tf.training.rundir import RunDir
+from atalp_tf.runs.rundir import RunDir
 
 
 _MODEL_DIR = flags.DEFINE_string(
@@ -23,8 +23,9 @@ _MODEL_DIR = flags.DEFINE_string(
 )
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
-    "Replace the run already in --model_dir (its files are lost). Without it, an unfinished "
-    "run with the same flags resumes, and any other run's directory is refused.",
+    "Replace the run already in --model_dir (the files atalp_tf wrote there go; no other file is "
+    "touched). Without it, an unfinished run with the same flags resumes, and any other run's "
+    "directory is refused.",
 )
 _CHECKPOINT_STEPS = flags.DEFINE_integer(
     "checkpoint_steps", 0,
@@ -205,11 +206,7 @@ def _check_pretrained(values):
     return values["weights"] == "none" or values["architecture"] != "resnet18"
 
 
-@flags.validator(
-    "dataset", f"--dataset must be one of {', '.join(choices.DATASETS)} or tfds:NAME"
-)
-def _check_dataset(value):
-    return value in choices.DATASETS or (value.startswith("tfds:") and len(value) > 5)
+flags.register_validator("dataset", choices.is_dataset, f"--dataset must be {choices.DATASET_NAMES}")
 
 
 @flags.multi_flags_validator(
@@ -300,7 +297,7 @@ def _check_model_dir(value):
 
 @flags.multi_flags_validator(
     ["model_dir", "overwrite"],
-    f"--model_dir already holds a finished run ({', '.join(RunDir.FINISHED)}): choose another "
+    f"--model_dir already holds a finished run ({RunDir.RESULTS} is there): choose another "
     "directory, or pass --overwrite to replace it",
 )
 def _check_no_clobber(values):
@@ -395,8 +392,10 @@ def _train(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _config_from_flags()
+    from atalp_tf import atomic
     from atalp_tf.training import trainer
 
+    atomic.stop_point("imports")
     print("\n".join(trainer.summary(trainer.run(config))))
 
 

@@ -59,7 +59,7 @@ def _examples(located):
     import numpy as np
 
     from atalp_tf import datasets
-    from atalp_tf.training.rundir import RunDir
+    from atalp_tf.runs.rundir import RunDir
 
     count = _NUM_EXAMPLES.value
     if _DATA.value:
@@ -197,8 +197,8 @@ def main(argv):
     import keras
     from art.estimators.classification import TensorFlowV2Classifier
 
-    from atalp_tf.training.loading import load_classifier
-    from atalp_tf.training.rundir import locate
+    from atalp_tf.runs.loading import load_classifier
+    from atalp_tf.runs.rundir import locate
 
     located = locate(_MODEL.value)
     model = load_classifier(located.model_file)

@@ -63,7 +63,7 @@ def _train_rate(size, batch, steps):
 def main(argv):
     del argv
     from atalp_tf import datasets
-    from atalp_tf.training.rundir import RunDir
+    from atalp_tf.runs.rundir import RunDir
 
     if not os.path.isdir(os.path.join(_DATA_DIR.value, "jpg")):
         sys.exit(f"No 17 Flowers at {_DATA_DIR.value}; pass --data_dir")

@@ -120,16 +120,17 @@ def _worst_case(model_file, config):
     from atalp_tf import datasets
     from atalp_tf.evaluation import plan
     from atalp_tf.evaluation import robustness
-    from atalp_tf.training.loading import load_classifier
-    from atalp_tf.training.rundir import RunDir
+    from atalp_tf.runs.loading import first_examples
+    from atalp_tf.runs.loading import load_classifier
+    from atalp_tf.runs.rundir import RunDir
 
     data = datasets.load(dataclasses.replace(config.data, batch_size=170),
                          saved_split=RunDir(config.model_dir).file(RunDir.SPLIT))
     model = load_classifier(model_file)
     specs = plan.plan([EPS], [20], ("pgd", "apgd_ce", "apgd_t", "square"), step_size=EPS / 4,
                             queries=1000, num_targets=3, num_classes=data.num_classes)
-    count = min(_EXAMPLES.value, data.sizes["test"])
-    report = robustness.evaluate(robustness.logits_of(model), data.test.unbatch().take(count).batch(170), specs,
+    batches, _ = first_examples(data.test, min(_EXAMPLES.value, data.sizes["test"]), 170)
+    report = robustness.evaluate(robustness.logits_of(model), batches, specs,
                                  seed=config.seed, num_classes=data.num_classes)
     worst, _ = report.worst_case()[EPS]
     return {"clean": report.clean_accuracy, "worst_case": worst, "examples": report.num_examples,

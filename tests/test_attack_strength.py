@@ -18,7 +18,7 @@ from atalp_tf.attacks import fab
 from atalp_tf.attacks import rays
 from atalp_tf.evaluation import robustness
 from atalp_tf.attacks import PGDConfig
-from atalp_tf.training.loading import load_classifier
+from atalp_tf.runs.loading import load_classifier
 from atalp_tf.models.classifier import RobustClassifier
 from atalp_tf.evaluation.plan import AttackSpec
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atalp_tf.training import rundir as runs
+from atalp_tf.runs import rundir as runs
 from conftest import REPO
 
 

@@ -37,8 +37,10 @@ def _run(model_dir, *extra, timeout=600):
 
 
 def _latest_step(model_dir):
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "resume"))
-    return int(latest.rsplit("-", 1)[1]) if latest else 0
+    from atalp_tf.runs.rundir import RunDir
+
+    steps = RunDir(model_dir).checkpoint_steps()
+    return steps[0] if steps else 0
 
 
 def _kill_after_step(model_dir, step, *extra):
@@ -61,7 +63,7 @@ def _kill_after_step(model_dir, step, *extra):
 
 
 def _weights(path):
-    from atalp_tf.training.loading import load_classifier
+    from atalp_tf.runs.loading import load_classifier
 
     return load_classifier(path).get_weights()
 
@@ -126,23 +128,6 @@ def test_a_directory_of_another_run_is_refused_unless_overwrite(tmp_path):
     assert saved["method"] == "pat" and saved["epochs"] == 1
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    model_dir = tmp_path / "run"
-    result = _run(model_dir, "--epochs=2", "--checkpoint_steps=1", "--learning_rate=1e12",
-                  "--schedule=constant", timeout=300)
-    assert result.returncode == 1
-    assert "The training loss became" in result.stderr and "last good checkpoint" in result.stderr
-    assert "Traceback" not in result.stderr
-    latest = tf.train.latest_checkpoint(str(model_dir / "resume"))
-    assert latest is not None
-    reader = tf.train.load_checkpoint(latest)
-    for name in reader.get_variable_to_shape_map():
-        value = reader.get_tensor(name)
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-            assert np.all(np.isfinite(value)), f"{name} in the kept checkpoint is not finite"
-    assert not os.path.exists(model_dir / "model.keras")
-
-
 def _folder(root, classes):
     for part, count in (("train", 6), ("val", 2)):
         for name in classes:
@@ -169,7 +154,7 @@ def test_a_checkpoint_for_another_class_count_is_refused(tmp_path):
 
 def test_load_classifier_checks_classes_and_shape_and_refuses_code(tmp_path, digits16):
     from atalp_tf.models import backbones
-    from atalp_tf.training.loading import load_classifier
+    from atalp_tf.runs.loading import load_classifier
     from atalp_tf.models.classifier import RobustClassifier
 
     path = str(tmp_path / "m.keras")
@@ -254,7 +239,7 @@ def _checkpoint_in(model_dir):
 
 def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_path):
 
-    from atalp_tf.training import rundir
+    from atalp_tf.runs import rundir
     from atalp_tf.training.config import TrainConfig
     from atalp_tf.datasets import DataConfig
 
@@ -271,7 +256,7 @@ def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_
 
 @pytest.mark.parametrize("method, resumes", [("at_alp", True), ("trades", False)])
 def test_a_run_from_before_bn_batches_resumes_only_if_its_batches_are_unchanged(tmp_path, method, resumes):
-    from atalp_tf.training import rundir
+    from atalp_tf.runs import rundir
     from atalp_tf.training.config import TrainConfig
     from atalp_tf.attacks import PGDConfig
     from atalp_tf.datasets import DataConfig
@@ -320,11 +305,13 @@ def _fake_run(config, *, checkpoint=True, finished=False):
         open(os.path.join(root, "model.keras"), "w").close()
         os.makedirs(os.path.join(root, "evaluation"))
         open(os.path.join(root, "evaluation", "evaluation.json"), "w").close()
+        with open(os.path.join(root, "results.json"), "w") as f:
+            json.dump({"config": config.flat()}, f)
 
 
 def test_a_run_that_cannot_start_claims_nothing_and_leftovers_never_block(tmp_path):
 
-    from atalp_tf.training import rundir
+    from atalp_tf.runs import rundir
     from atalp_tf.training import trainer
     from atalp_tf.datasets import DataConfig
     from atalp_tf.errors import DataError
@@ -339,13 +326,13 @@ def test_a_run_that_cannot_start_claims_nothing_and_leftovers_never_block(tmp_pa
     # corrected command either: it starts afresh, saying so.
     _fake_run(broken, checkpoint=False)
     plan = rundir.plan(_config(tmp_path))
-    assert plan.action == "new" and "run_config.json" in plan.remove
+    assert plan.action == "new" and plan.remove
     assert "stopped before its first checkpoint" in plan.note
 
 
 def test_overwrite_resumes_an_unfinished_run_and_replaces_a_finished_one_with_its_evaluations(tmp_path):
 
-    from atalp_tf.training import rundir
+    from atalp_tf.runs import rundir
 
     config = _config(tmp_path, overwrite=True)
     _fake_run(config)
@@ -353,7 +340,7 @@ def test_overwrite_resumes_an_unfinished_run_and_replaces_a_finished_one_with_it
     assert rundir.plan(config).action == "resume"
     _fake_run(config, finished=True)
     plan = rundir.plan(config)
-    assert plan.action == "replace" and "evaluation" in plan.remove
+    assert plan.action == "replace" and plan.remove and "evaluation" in plan.note
     lines = []
     rundir.claim(config, plan, lines.append)
     assert lines == [plan.note] and lines[0].startswith("Replacing the finished run")
@@ -367,7 +354,7 @@ def test_overwrite_resumes_an_unfinished_run_and_replaces_a_finished_one_with_it
 def test_another_configuration_is_refused_naming_the_flags_that_differ(tmp_path):
     import dataclasses
 
-    from atalp_tf.training import rundir
+    from atalp_tf.runs import rundir
     from atalp_tf.attacks import PGDConfig
 
     config = _config(tmp_path)

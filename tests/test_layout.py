@@ -16,9 +16,10 @@ PACKAGE = os.path.join(REPO, "atalp_tf")
 # Bottom to top; packages on one level do not import each other.
 LEVELS = [
     {"choices", "errors", "pixels"},
-    {"losses", "plots"},
+    {"atomic", "losses", "optimizers", "plots"},
     {"attacks"},
     {"models", "datasets"},
+    {"runs"},
     {"training"},
     {"evaluation", "inspection"},
     {"reproduction"},
@@ -80,12 +81,12 @@ def test_a_command_defines_its_flags_without_importing_tensorflow(command):
 
 
 def test_run_directory_file_names_live_in_rundir_only():
-    from atalp_tf.training.rundir import RunDir
+    from atalp_tf.runs.rundir import RunDir
 
     names = {v for k, v in vars(RunDir).items() if k.isupper() and isinstance(v, str) and "." in v}
     assert {"run_config.json", "split.json", "results.json", "model.keras"} <= names
     for relative, path in _modules():
-        if relative == os.path.join("training", "rundir.py"):
+        if relative == os.path.join("runs", "rundir.py"):
             continue
         strings = {n.value for n in ast.walk(ast.parse(open(path).read()))
                    if isinstance(n, ast.Constant) and isinstance(n.value, str)}

@@ -36,7 +36,7 @@ def _free_ports(count):
 
 
 def _weights(path):
-    from atalp_tf.training.loading import load_classifier
+    from atalp_tf.runs.loading import load_classifier
 
     return load_classifier(path).get_weights()
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from atalp_tf.training import optimizers as optimization
+from atalp_tf import optimizers as optimization
 
 
 def test_step_schedule_decays_at_the_given_epochs():

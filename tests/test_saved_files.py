@@ -14,7 +14,7 @@ def test_a_keras_file_from_before_the_redesign_loads_with_its_settings_and_logit
     # Written by commit 4213183's code (flat modules: atalp_tf.model, atalp_tf.preprocessing,
     # atalp_tf.optimization), with every registered class the package saves: the classifier,
     # the caffe preprocessing layer and the one-cycle schedule of its optimizer.
-    from atalp_tf.training.loading import load_classifier
+    from atalp_tf.runs.loading import load_classifier
 
     path = os.path.join(DATA, "before_redesign.keras")
     model = load_classifier(path)

@@ -196,7 +196,7 @@ def test_ctrl_c_stops_with_one_line_that_says_how_to_resume(tmp_path):
     assert process.returncode == 130, stderr[-2000:]
     said = [line for line in stderr.splitlines() if line.strip()]
     assert len(said) == 1 and "Traceback" not in stderr, stderr[-2000:]
-    assert "The last checkpoint is" in said[0] and "run the same command to resume" in said[0]
+    assert "The last good checkpoint" in said[0] and "was kept" in said[0] and "run the same command to resume" in said[0]
 
 
 def test_saved_model_cli_calls_the_export(quick_run, tmp_path):

@@ -155,3 +155,25 @@ def test_the_attention_figure_has_a_title_and_a_colour_bar(monkeypatch, tmp_path
     figure = saved["figure"]
     assert figure._suptitle.get_text().startswith("img.jpg, true: cat")
     assert len(figure.axes) == 3 + 1  # the image, two stages and the colour bar
+
+
+def test_a_plain_keras_classifier_gets_its_landscape_and_a_paragraph_for_attention(setup, tmp_path):
+    # evaluate accepts any Keras classifier whose output is the logits; so does visualize.
+    import keras
+
+    from atalp_tf.errors import UserError
+    from atalp_tf.inspection import pictures
+
+    root, _ = setup
+    inputs = keras.Input((16, 16, 3))
+    hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    plain = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(hidden)))
+    plain.save(tmp_path / "plain.keras")
+    session = pictures.Session.open(
+        [str(tmp_path / "plain.keras")], pictures.image_paths(image_dir=str(root / "images")),
+        steps=1, out_dir=str(tmp_path / "out"),
+    )
+    written = session.landscape(grid=3)
+    assert "landscape_plain_img0.csv" in written
+    with pytest.raises(UserError, match="without stage outputs .* use the landscape command"):
+        session.attention()

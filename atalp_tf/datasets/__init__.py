@@ -27,7 +27,7 @@ import dataclasses
 import tensorflow as tf
 
 from atalp_tf.choices import ARRAY_DATASETS
-from atalp_tf.choices import DATASETS
+from atalp_tf.choices import DATASET_NAMES
 from atalp_tf.choices import FILE_DATASETS
 from atalp_tf.datasets import arrays
 from atalp_tf.datasets import files
@@ -66,7 +66,7 @@ def load(config, saved_split=None):
     elif config.name.startswith("tfds:"):
         data = tfds.splits(config)
     else:
-        raise ValueError(f"Unknown dataset {config.name!r}; expected one of {', '.join(DATASETS)} or tfds:NAME")
+        raise DataError(f"Unknown dataset {config.name!r} (--dataset): give {DATASET_NAMES}")
     if data.sizes["train"] < config.batch_size:
         raise DataError(
             f"--batch_size={config.batch_size} is larger than the {data.sizes['train']} training "

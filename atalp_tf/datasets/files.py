@@ -8,11 +8,11 @@ it and ``write_split`` saves it, so a run can always be repeated on the same ima
 is decoded once before training; unreadable ones stop the run or, asked to, are left out.
 """
 
-import json
 import os
 
 import numpy as np
 
+from atalp_tf import atomic
 from atalp_tf.choices import BAD_IMAGE_POLICIES
 from atalp_tf.datasets import folders
 from atalp_tf.datasets import pipeline
@@ -25,8 +25,10 @@ from atalp_tf.errors import MissingPath
 
 
 def _read_split(path, root):
-    with open(path) as f:
-        saved = json.load(f)
+    saved = atomic.read_json(
+        path, "the split of the data into train, val and test", "Delete it to draw the split again "
+        "from the seed (a run that trained on it then no longer resumes), or give the intact file",
+    )
     parts = {}
     for part in ("train", "val", "test"):
         parts[part] = (
@@ -44,8 +46,7 @@ def write_split(path, root, parts, class_names):
             "labels": [int(label) for label in labels],
         }
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(saved, f)
+    atomic.write_json(path, saved)
 
 
 def _file_parts(config, saved_split):

@@ -2,9 +2,9 @@
 evaluates a model into a directory (``evaluate_into``: the evaluate command and the suites)."""
 
 import csv
-import json
 import os
 
+from atalp_tf import atomic
 from atalp_tf import pixels
 from atalp_tf import plots
 from atalp_tf.evaluation import checks as robustness_checks
@@ -64,7 +64,7 @@ def to_json(report, checks, **context):
 
 
 def write_csv(path, report):
-    with open(path, "w", newline="") as f:
+    with atomic.replacing(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerow(dict(name="clean", attack="none", box="", eps=0, eps_255=0, steps=0,
@@ -107,14 +107,14 @@ def evaluate_into(out_dir, target, batches, specs, *, source=None, seed=0, num_c
         log(line)
     os.makedirs(out_dir, exist_ok=True)
     values = to_json(report, checks, **(context or {}))
-    with open(os.path.join(out_dir, JSON), "w") as f:
-        json.dump(values, f, indent=2)
+    atomic.write_json(os.path.join(out_dir, JSON), values)
     write_csv(os.path.join(out_dir, CSV), report)
     written = [JSON, CSV]
     curves = _curves(report) if figure else {}
     if curves:
         try:
-            plots.accuracy_curves(os.path.join(out_dir, FIGURE), curves, report.clean_accuracy)
+            with atomic.replacing(os.path.join(out_dir, FIGURE)) as temporary:
+                plots.accuracy_curves(temporary, curves, report.clean_accuracy)
             written.append(FIGURE)
         except ImportError as error:
             log(f"No PNG written: {error}")

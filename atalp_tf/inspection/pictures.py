@@ -8,6 +8,7 @@ still written and the missing install is named. Existing files are never replace
 ``overwrite``.
 """
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -16,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from atalp_tf import atomic
 from atalp_tf import pixels
 from atalp_tf import plots
 from atalp_tf.attacks.pgd import PGDConfig
@@ -26,9 +28,12 @@ from atalp_tf.errors import OutputExists
 from atalp_tf.errors import UserError
 from atalp_tf.inspection import maps
 from atalp_tf.models.backbones import STAGES
-from atalp_tf.training.loading import load_classifier
-from atalp_tf.training.rundir import RunDir
-from atalp_tf.training.rundir import locate
+from atalp_tf.runs.loading import has_stages
+from atalp_tf.runs.loading import load_classifier
+from atalp_tf.runs.loading import model_shape
+from atalp_tf.runs.rundir import RunDir
+from atalp_tf.runs.rundir import locate
+from atalp_tf.runs.rundir import writing_into
 
 
 def image_paths(images=(), image_dir=None, max_images=8):
@@ -103,11 +108,10 @@ class Session:
         names = list(names or [_default_name(place.model_file) for place in located])
         if len(set(names)) != len(names):
             raise UserError(f"Models need distinct names; got {names}: pass --names")
-        shape = tuple(loaded[0].backbone.input_shape[1:])
+        classes, shape = model_shape(loaded[0])
         for path, model in zip(models[1:], loaded[1:]):
-            if tuple(model.backbone.input_shape[1:]) != shape:
+            if model_shape(model)[1] != shape:
                 raise UserError(f"{path} takes another image shape than {models[0]} ({shape})")
-        classes = int(loaded[0].backbone.output["logits"].shape[-1])
         run = RunDir(located[0].run_dir) if located[0].run_dir else None
         class_names = (run and run.class_names()) or [str(i) for i in range(classes)]
         images = np.stack([maps.load_image(p, shape) for p in paths])
@@ -115,15 +119,29 @@ class Session:
             ids = np.asarray(_label_ids(labels, class_names), np.int32)
         else:
             ids = np.argmax(loaded[0](images, training=False), -1).astype(np.int32)
-        os.makedirs(out_dir, exist_ok=True)
+        with writing_into(out_dir, "atalp_tf.visualize"):
+            os.makedirs(out_dir, exist_ok=True)
         attack = PGDConfig(eps, step_size or eps / 4, steps)
         return cls(loaded, names, list(paths), images, ids, class_names, bool(labels), attack, seed, out_dir, overwrite)
 
+    @contextlib.contextmanager
     def _output(self, name):
+        """The temporary name to write ``name`` of ``out_dir`` under; put in place whole when the
+        block ends, holding the lock of the run ``out_dir`` is in (if it is in one)."""
         path = os.path.join(self.out_dir, name)
         if os.path.exists(path) and not self.overwrite:
             raise OutputExists(f"{path} exists; pass --overwrite to replace it")
-        return path
+        with writing_into(self.out_dir, "atalp_tf.visualize"), atomic.replacing(path) as temporary:
+            yield temporary
+
+    def _need_stages(self, command):
+        for name, model in zip(self.names, self.models):
+            if not has_stages(model):
+                raise UserError(
+                    f"Model {name} is a Keras classifier without stage outputs ({', '.join(STAGES)}), and "
+                    f"{command} draws the attention maps of those stages: give a model trained by "
+                    "atalp_tf (a RobustClassifier), or use the landscape command, which needs only the logits"
+                )
 
     def _adversarial(self, model):
         """A compiled PGD against ``model``: ``(images, labels) -> adversarial images``."""
@@ -135,6 +153,7 @@ class Session:
     def attention(self):
         """Per image, a PNG grid of the image, its adversarial version and each stage's map,
         one pair of rows per model; the maps, predictions and labels in ``attention.npz``."""
+        self._need_stages("attention")
         arrays, rows_per_image = {}, [[] for _ in self.paths]
         for name, model in zip(self.names, self.models):
             adversarial = self._adversarial(model)(self.images, self.labels).numpy()
@@ -148,7 +167,8 @@ class Session:
                     title = f"{name} {kind}\npred: {self.class_names[predictions[index]]}"
                     rows_per_image[index].append((title, images[index], {s: stage_maps[s][index] for s in STAGES}))
         arrays["labels"] = np.asarray([self.class_names[label] for label in self.labels])
-        np.savez_compressed(self._output("attention.npz"), **arrays)
+        with self._output("attention.npz") as temporary:
+            np.savez_compressed(temporary, **arrays)
         written = ["attention.npz"]
         try:
             for path, image, label, rows in zip(self.paths, self.images, self.labels, rows_per_image):
@@ -156,7 +176,8 @@ class Session:
                 name = self.class_names[label]
                 truth = f"true: {name}" if self.given else f"no --labels: attacked away from {name}"
                 title = f"{os.path.basename(path)}, {truth}; adversarial: {self._describe_attack()}"
-                plots.attention_grid(self._output(f"attention_{stem}.png"), image, rows, STAGES, title=title)
+                with self._output(f"attention_{stem}.png") as temporary:
+                    plots.attention_grid(temporary, image, rows, STAGES, title=title)
                 written.append(f"attention_{stem}.png")
         except ImportError as error:
             warnings.warn(Advice(f"No PNG written: {error}"), stacklevel=2)
@@ -167,6 +188,7 @@ class Session:
         clean and adversarial, averaged: a table, ``parts.json`` and ``parts.csv``."""
         if not mask_dir:
             raise UserError("parts needs --mask_dir, a folder of masks named like the images")
+        self._need_stages("parts")
         masks = np.stack([maps.load_mask(maps.find_mask(p, mask_dir), self.images.shape[1]) for p in self.paths])
         results = {
             name: maps.part_shares(model, self.images, masks, self.labels, self._adversarial(model))
@@ -179,9 +201,9 @@ class Session:
             "attack": {"eps": attack.eps, "eps_255": attack.eps * 255, "steps": attack.steps},
             "part_activation": results,
         }
-        with open(self._output("parts.json"), "w") as f:
+        with self._output("parts.json") as temporary, open(temporary, "w") as f:
             json.dump(report, f, indent=2)
-        with open(self._output("parts.csv"), "w", newline="") as f:
+        with self._output("parts.csv") as temporary, open(temporary, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["model", "stage", "clean", "adv"])
             for name, per_stage in results.items():
@@ -205,7 +227,7 @@ class Session:
             for name, model in zip(self.names, self.models):
                 offsets, values = maps.loss_landscape(model, image, label, radius=radius, steps=grid, seed=self.seed)
                 csv_name = f"landscape_{name}_{stem}.csv"
-                with open(self._output(csv_name), "w", newline="") as f:
+                with self._output(csv_name) as temporary, open(temporary, "w", newline="") as f:
                     writer = csv.writer(f)
                     writer.writerow(["gradient_sign_offset", "rademacher_offset", "loss"])
                     for i, a in enumerate(offsets):
@@ -214,7 +236,8 @@ class Session:
                 written.append(csv_name)
                 surfaces.append((name, values))
             try:
-                plots.landscape_surface(self._output(f"landscape_{stem}.png"), offsets, surfaces)
+                with self._output(f"landscape_{stem}.png") as temporary:
+                    plots.landscape_surface(temporary, offsets, surfaces)
                 written.append(f"landscape_{stem}.png")
             except ImportError as error:
                 warnings.warn(Advice(f"No PNG written: {error}"), stacklevel=2)

@@ -17,7 +17,6 @@ training run resumes from its checkpoint (``atalp_tf.training.trainer``).
 
 import dataclasses
 import json
-import math
 import os
 import time
 
@@ -37,8 +36,10 @@ from atalp_tf.evaluation import robustness
 from atalp_tf.inspection import maps
 from atalp_tf.training import trainer
 from atalp_tf.training.config import TrainConfig
-from atalp_tf.training.loading import load_classifier
-from atalp_tf.training.rundir import RunDir
+from atalp_tf.runs.loading import first_examples
+from atalp_tf.runs.loading import load_classifier
+from atalp_tf.runs.loading import model_shape
+from atalp_tf.runs.rundir import RunDir
 
 
 def _jsonable(suite):
@@ -55,7 +56,7 @@ def train_config(suite, name, out_dir, data_overrides=None):
         values.update(suite.method_settings.get(name, {}), method=name)
     data = datasets.DataConfig(**dict(suite.data, **(data_overrides or {})))
     # The tables need model.keras only; a SavedModel per model would cost minutes at ResNet-101
-    # size (atalp_tf.training.export.export_serving makes one later from the loaded model.keras).
+    # size (atalp_tf.runs.export.export_serving makes one later from the loaded model.keras).
     return TrainConfig.from_flat(model_dir=os.path.join(out_dir, name), data=data, verbose=2, export=False, **values)
 
 
@@ -98,13 +99,14 @@ def _evaluate(suite, config, source_file, log, checkpoint="last"):
     model = load_classifier(model_file, num_classes=data.num_classes, image_shape=data.image_shape)
     source = load_classifier(source_file) if source_file else None
     specs = _plan(suite, source is not None, data.num_classes)
-    count = min(suite.evaluation.num_examples, data.sizes["test"])
-    batches = data.test.unbatch().take(count).batch(suite.evaluation.batch_size)
+    batches, num_batches = first_examples(
+        data.test, min(suite.evaluation.num_examples, data.sizes["test"]), suite.evaluation.batch_size
+    )
     log(f"[{name}] evaluating {len(specs)} attacks")
     _, _, values, _ = report.evaluate_into(
         out, robustness.logits_of(model), batches, specs,
         source=robustness.logits_of(source) if source is not None else None, seed=config.seed,
-        num_classes=data.num_classes, num_batches=math.ceil(count / suite.evaluation.batch_size),
+        num_classes=data.num_classes, num_batches=num_batches,
         title=f"{suite.name} / {name}", context=dict(model=model_file, source_model=source_file),
         log=log, figure=False,
     )
@@ -221,7 +223,7 @@ def _parts_row(suite, config, pairs, out_dir, log):
         with open(path) as f:
             return json.load(f)
     model = load_classifier(RunDir(config.model_dir).model_file())
-    shape = tuple(model.backbone.input_shape[1:])
+    _, shape = model_shape(model)
     p = suite.parts
     attack = compile_attack(lambda z: model(z, training=False), PGDConfig(p.eps, p.step_size, p.steps),
                             seed=config.seed)

@@ -1,15 +1,12 @@
-"""One training run: its configuration, its directory, its stages, and what it leaves behind.
+"""One training run: its configuration, its stages, its resumable state, and what watches it.
 
 * ``config``: ``TrainConfig``, in groups (data, model, objective, adversary, optimizer, and
   runtime: what may change when a run resumes); ``run_config.json`` keeps its flat form;
-* ``rundir``: ``RunDir``, the one place the files of a run directory are named, and the rules
-  for claiming one (new, resume, replace);
 * ``trainer``: the run in named stages, from a ``TrainConfig`` to checkpoints, logs and results;
-* ``callbacks``: what watches a run: checkpoints to resume from, the best epoch, a NaN loss,
-  catastrophic overfitting, and the per-epoch progress line;
-* ``optimizers``: optimizers and learning-rate schedules;
-* ``export``: the serving SavedModel; ``loading``: reading a saved classifier, checked.
+* ``resume``: the state a run resumes from: saving, verifying and falling back, the mid-epoch
+  split of the remaining training;
+* ``callbacks``: what watches a run: checkpoints to resume from and the NaN stop, the last and
+  best models, catastrophic overfitting, and the per-epoch progress line.
 
-Importing the package loads nothing: ``rundir`` needs no TensorFlow, so the command lines
-can check a directory before they import it.
+The run directory, loading and the export: ``atalp_tf.runs``.
 """

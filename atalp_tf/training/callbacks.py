@@ -1,8 +1,9 @@
 """What watches a training run, as Keras callbacks.
 
-* ``StopOnNonFiniteLoss``: a NaN or infinite loss stops the run before anything is saved.
-* ``ResumeCheckpoint``: the resumable state every N batches and at each epoch's end.
-* ``BestEpoch``: which epoch the best checkpoint came from, kept in the resumable state.
+* ``ResumeCheckpoint``: the resumable state every N batches and at each epoch's end; a NaN or
+  infinite loss stops the run, keeping the last checkpoint whose weights gave a finite loss.
+* ``SaveModel``: ``checkpoints/last.keras`` after every epoch, and ``best.keras`` at the best
+  validation epoch (its score and epoch kept in the resumable state), each written whole.
 * ``StopAfterOneEpoch``: ends the ``fit`` that finishes an interrupted epoch.
 * ``CatastrophicOverfittingGuard``: FGSM and free adversarial training can, within an epoch,
   learn to defeat their own weak attack while robust accuracy against PGD falls to near zero
@@ -33,6 +34,7 @@ import warnings
 import keras
 import numpy as np
 
+from atalp_tf import atomic
 from atalp_tf.choices import OVERFIT_GUARD_ACTIONS
 from atalp_tf.errors import Advice
 from atalp_tf.errors import UserError
@@ -53,45 +55,71 @@ def batches_done(model):
     return global_step(model) // model.updates_per_batch
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops at the first step whose loss is NaN or infinite, before anything is saved."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise TrainingDiverged(
-                f"The training loss became {float(loss)} at step "
-                f"{global_step(self.model)}. Nothing was saved after the last good "
-                "checkpoint; lower --learning_rate (or the pairing weights) and start again"
-            )
-
-
 class ResumeCheckpoint(keras.callbacks.Callback):
-    """Saves the resumable state every ``every`` batches and at the end of each epoch."""
+    """Saves the resumable state (a ``training.resume.Resume``) every ``every`` batches and at
+    the end of each epoch, after the callbacks before it in the list.
 
-    def __init__(self, manager, every, best_score, best_callback, last_saved):
+    The save at an epoch's last batch is left to the epoch's end, so that a checkpoint at an
+    epoch's boundary always comes after that epoch's validation and model files. A NaN or
+    infinite loss stops the run: the checkpoint of the weights that gave it is removed, so the
+    one kept is the newest whose weights still gave a finite loss.
+    """
+
+    def __init__(self, resume, every):
         super().__init__()
-        self.manager = manager
+        self.resume = resume
         self.every = every
-        self.best_score = best_score
-        self.best_callback = best_callback
-        self.last_saved = last_saved
+        self.last_saved = None
 
     def _save(self):
         step = global_step(self.model)
         if step != self.last_saved:
-            self.manager.save(checkpoint_number=step)
+            self.resume.save(self.model)
             self.last_saved = step
 
+    def on_train_begin(self, logs=None):
+        self.last_saved = global_step(self.model)
+
     def on_train_batch_end(self, batch, logs=None):
-        if self.every and batches_done(self.model) % self.every == 0:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(_scalar(loss)):
+            # The loss of this batch came from the weights after the batch before.
+            self.resume.drop_after(global_step(self.model) - 2 * self.model.updates_per_batch)
+            raise TrainingDiverged(
+                f"The training loss became {_scalar(loss)} at step {batches_done(self.model)}. "
+                f"{self.resume.kept()}; lower --learning_rate (or the pairing weights) and start again"
+            )
+        atomic.stop_point("batch")
+        done = batches_done(self.model)
+        if self.every and done % self.every == 0 and done % self.resume.steps_per_epoch:
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
-        best = self.best_callback.best
-        if best is not None and math.isfinite(best):
-            self.best_score.assign(best)
+        atomic.stop_point("epoch end")
         self._save()
+
+
+class SaveModel(keras.callbacks.Callback):
+    """Writes the model to ``path`` (whole, by rename) at every epoch's end; with ``monitor``,
+    only when it beats ``best`` (a variable the resumable state keeps, as is ``best_epoch``)."""
+
+    def __init__(self, path, monitor=None, best=None, best_epoch=None):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.best = best
+        self.best_epoch = best_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is not None:
+            value = (logs or {}).get(self.monitor)
+            if value is None or not _scalar(value) > float(self.best.numpy()):
+                return  # an epoch without validation, or no better
+        with atomic.replacing(self.path) as temporary:
+            self.model.save(temporary)
+        if self.monitor is not None:
+            self.best.assign(_scalar(logs[self.monitor]))
+            self.best_epoch.assign(epoch + 1)
 
 
 class StopAfterOneEpoch(keras.callbacks.Callback):

@@ -130,8 +130,9 @@ class TrainConfig:
         return TrainConfig.from_flat(**values)
 
     def identity(self):
-        """The flat settings that must be the same for a run to resume: all but the runtime's."""
-        runtime = {field.name for field in dataclasses.fields(Runtime)}
+        """The flat settings that must be the same for a run to resume: all but the runtime's
+        and the directory's (a run moved elsewhere resumes there)."""
+        runtime = {field.name for field in dataclasses.fields(Runtime)} | {"model_dir"}
         return {k: v for k, v in self.flat().items() if k not in runtime}
 
 

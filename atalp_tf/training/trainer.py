@@ -4,47 +4,51 @@ The command line (``atalp_tf.train``) only turns flags into a ``TrainConfig``; e
 else lives here so it can be called from Python and tested without a subprocess. ``run``
 goes through:
 
-1. the distribution strategy (a multi-worker one before any other TensorFlow operation);
+1. the distribution strategy (a multi-worker one before any other TensorFlow operation), and
+   the directory's lock, held to the end (the chief's);
 2. the plan for the run directory (``rundir.plan``: new, resume or replace; nothing written);
-3. the data; 4. the model, with its pretrained weights, and its optimizer;
+3. the data; 4. the model, with its pretrained weights, and its optimizer; the checkpoint to
+   resume from is restored (``training.resume``);
 5. only then the directory is claimed (``rundir.claim``), so that a run that cannot start
    leaves nothing behind that blocks the corrected command; the drawn split is saved;
-6. the checkpoints to resume from, and training: two ``fit`` calls when it resumes mid-epoch;
-7. the test of the last and the best epoch's models, from the same random starts;
-8. saving ``model.keras``, the serving export and ``results.json``.
+6. training, from where the run stands (``_train``);
+7. the test of the last and the best epoch's models, from the same random starts (``_test``);
+8. ``model.keras``, the serving export and, last, ``results.json`` (``_leave``).
 
-What each file of the run directory is: ``atalp_tf.training.rundir``.
+A run stopped anywhere (killed, out of disk, Ctrl-C) resumes from its newest checkpoint and
+redoes what came after it: nothing counts as done before ``results.json`` says so. What each
+file of the run directory is: ``atalp_tf.runs.rundir``.
 """
 
+import contextlib
 import dataclasses
-import json
 import math
 import os
 import shutil
+import sys
 import tempfile
+import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from atalp_tf import atomic
 from atalp_tf import choices
 from atalp_tf import datasets
+from atalp_tf import optimizers
 from atalp_tf import pixels
 from atalp_tf.attacks.pgd import PGDConfig
 from atalp_tf.errors import DataError
 from atalp_tf.errors import Interrupted
-from atalp_tf.errors import UserError
+from atalp_tf.errors import ModelFileError
 from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
+from atalp_tf.runs import rundir
+from atalp_tf.runs.export import export_serving
+from atalp_tf.runs.rundir import RunDir
 from atalp_tf.training import callbacks as watch
-from atalp_tf.training import optimizers
-from atalp_tf.training import rundir
-from atalp_tf.training.export import export_serving
-from atalp_tf.training.rundir import RunDir
-
-
-class CheckpointMismatch(UserError, ValueError):
-    """The checkpoint to resume from was made for other classes or image shapes."""
+from atalp_tf.training.resume import Resume
 
 
 def make_strategy(name, tpu=None):
@@ -121,29 +125,6 @@ def _guard(config):
     return watch.CatastrophicOverfittingGuard(action=action)
 
 
-def _data_state(data):
-    """What the checkpoints of ``resume/`` are made for: the class count and image shape."""
-    return {"num_classes": data.num_classes, "image_shape": list(data.image_shape)}
-
-
-def _restore(checkpoint, run, data):
-    """Restores the latest checkpoint in the run's ``resume/``, refusing one made for other data."""
-    if os.path.exists(run.data_state):
-        with open(run.data_state) as f:
-            saved = json.load(f)
-        now = _data_state(data)
-        if saved != now:
-            raise CheckpointMismatch(
-                f"The checkpoint in {os.path.dirname(run.data_state)} was made for "
-                f"{saved['num_classes']} classes and images of shape {tuple(saved['image_shape'])}, "
-                f"but the data now has {now['num_classes']} classes ({', '.join(data.class_names)}) "
-                f"of shape {tuple(now['image_shape'])}; restore the data or pass --overwrite"
-            )
-    latest = tf.train.latest_checkpoint(run.file(RunDir.RESUME))
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-
-
 def evaluate(model, dataset, seed):
     """Test metrics of ``model``, its attack's random starts drawn from ``seed`` whatever the
     generator's state, so that identical weights give identical numbers."""
@@ -158,7 +139,8 @@ def evaluate(model, dataset, seed):
 
 
 def describe_run(config, data, model, resume_point=None):
-    """The lines a run prints before it starts: what it trains, on what, where."""
+    """The lines a run prints before it starts: what it trains, on what, where; ``resume_point``:
+    the (1-based epoch, batch) it resumes from."""
     method, adversary, settings = config.objective.method, config.adversary, config.model
     if not choices.OBJECTIVES[method].adversarial:
         objective = "standard training (no attack)"
@@ -183,7 +165,7 @@ def describe_run(config, data, model, resume_point=None):
     lines += [f"  note:  {note}" for note in data.notes]
     if resume_point:
         epoch, step = resume_point
-        lines.append(f"  resuming from epoch {epoch + 1}, step {step}")
+        lines.append(f"  resuming from epoch {epoch}, step {step}")
     return lines
 
 
@@ -194,41 +176,77 @@ def run(config, log=print, callbacks=()):
     see (the summary at the start, what was replaced, a resume point, a line per epoch);
     ``callbacks`` are more Keras callbacks for ``fit`` (a benchmark's timer, say).
     """
-    runtime, optimizer_settings = config.runtime, config.optimizer
     if config.model.precision not in choices.PRECISIONS:
         raise ValueError(f"`precision` must be one of {choices.PRECISIONS}. Received: {config.model.precision!r}")
     # 1. A multi-worker strategy must exist before any other TensorFlow operation runs.
-    strategy = make_strategy(runtime.strategy, runtime.tpu)
+    strategy = make_strategy(config.runtime.strategy, config.runtime.tpu)
     chief = is_chief(strategy)
-    # 2. What to do with the directory; workers read the chief's checkpoints (model_dir is on
-    # storage all can see).
     run_dir = RunDir(config.model_dir)
-    plan = rundir.plan(config) if chief else rundir.Plan("resume" if run_dir.has_checkpoint() else "new")
+    # Workers read the chief's checkpoints (model_dir is on storage all can see) and write
+    # what every worker must save collectively to a scratch directory; only the chief locks.
+    with run_dir.lock(" ".join(sys.argv)[:300]) if chief else contextlib.nullcontext():
+        plan = rundir.plan(config) if chief else rundir.Plan("resume" if run_dir.has_checkpoint() else "new")
+        data = _data(config, run_dir, plan)
+        with strategy.scope():
+            model, state = _model(config, data)
+        out = run_dir if chief else RunDir(tempfile.mkdtemp(prefix="atalp_worker_"))
+        resume = Resume(run_dir, state.checkpoint, steps_per_epoch=data.train_stream.steps_per_epoch,
+                        updates_per_batch=model.updates_per_batch, into=out)
+        if plan.resumes:
+            resume.restore(data, log)
+        if chief:
+            rundir.claim(config, plan, log)
+            atomic.stop_point("claimed")
+            data = datasets.save_split(data, out.file(RunDir.SPLIT))
+        resume.start(data)
+        if chief:
+            position = resume.position(resume.restored) if resume.restored is not None else None
+            for line in describe_run(config, data, model, position):
+                log(line)
+        guard = _train(config, data, model, state, resume, out, chief, log, callbacks)
+        results = _test(config, data, model, state, guard, plan, out, strategy)
+        if not chief:
+            shutil.rmtree(out.path, ignore_errors=True)
+            return results
+        return _leave(config, data, model, results, out)
+
+
+@dataclasses.dataclass
+class _State:
+    """What the resumable checkpoint holds beside the model and optimizer."""
+
+    checkpoint: tf.train.Checkpoint
+    best_score: tf.Variable
+    best_epoch: tf.Variable
+
+
+def _data(config, run_dir, plan):
+    """3. The data: a resumed run reads the split it saved; a new one draws it (saved once the
+    run starts). The seeds are set first, so that the draw is the seed's."""
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(config.model.precision)
-
-    # 3. A resumed run reads the split it saved; a new one draws it and saves it once it starts.
     data = datasets.load(config.data, saved_split=run_dir.file(RunDir.SPLIT) if plan.resumes else None)
     if config.model.num_classes and config.model.num_classes != data.num_classes:
         raise DataError(
             f"The model is set up for {config.model.num_classes} classes (--num_classes) but dataset "
             f"{config.data.name!r} has {data.num_classes}: {', '.join(data.class_names)}"
         )
-    stream = data.train_stream
-    steps_per_epoch = stream.steps_per_epoch
+    return data
 
-    # 4. The model, its weights and its optimizer.
-    with strategy.scope():
-        model = build_model(config, data.num_classes, data.image_shape)
-        model.compile(
-            optimizer=build_optimizer(config, steps_per_epoch * model.updates_per_batch),
-            jit_compile=runtime.jit_compile,
-        )
-        model.optimizer.build(model.trainable_variables)
-        best_score = tf.Variable(-math.inf, trainable=False, dtype=tf.float64)
-        best_epoch = tf.Variable(0, trainable=False, dtype=tf.int64)
+
+def _model(config, data):
+    """4. The model, its weights and optimizer, and the checkpoint of all a resume needs
+    (call inside the strategy's scope)."""
+    model = build_model(config, data.num_classes, data.image_shape)
+    model.compile(
+        optimizer=build_optimizer(config, data.train_stream.steps_per_epoch * model.updates_per_batch),
+        jit_compile=config.runtime.jit_compile,
+    )
+    model.optimizer.build(model.trainable_variables)
+    best_score = tf.Variable(-math.inf, trainable=False, dtype=tf.float64)
+    best_epoch = tf.Variable(0, trainable=False, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(
         model=model,
         optimizer=model.optimizer,
@@ -237,56 +255,28 @@ def run(config, log=print, callbacks=()):
         best_score=best_score,
         best_epoch=best_epoch,
     )
-    if plan.resumes:
-        _restore(checkpoint, run_dir, data)
+    return model, _State(checkpoint, best_score, best_epoch)
 
-    # 5. Everything the run needs is in hand: now the directory is claimed. Other workers
-    # write what every worker must save (collectively) to a scratch directory.
-    out = run_dir if chief else RunDir(tempfile.mkdtemp(prefix="atalp_worker_"))
-    if chief:
-        rundir.claim(config, plan, log)
-        data = datasets.save_split(data, out.file(RunDir.SPLIT))
-    manager = tf.train.CheckpointManager(checkpoint, out.file(RunDir.RESUME), max_to_keep=2)
-    os.makedirs(out.file(RunDir.RESUME), exist_ok=True)
-    with open(out.data_state, "w") as f:
-        json.dump(_data_state(data), f)
 
-    step = watch.batches_done(model)
-    epoch, offset = divmod(step, steps_per_epoch)
-    if chief:
-        for line in describe_run(config, data, model, (epoch, step) if plan.resumes else None):
-            log(line)
-
-    # 6. Training.
+def _train(config, data, model, state, resume, out, chief, log, callbacks):
+    """6. Training from where the run stands; returns the overfitting guard (or None)."""
+    runtime, epochs = config.runtime, config.optimizer.epochs
     os.makedirs(out.file(RunDir.CHECKPOINTS), exist_ok=True)
-    test_attack = config.adversary.eval_attack
-    best_monitor = "val_pgd_accuracy" if test_attack else "val_clean_accuracy"
-    best_restored = float(best_score.numpy())
-    best_callback = keras.callbacks.ModelCheckpoint(
-        out.model_file("best"),
-        monitor=best_monitor,
-        mode="max",
-        save_best_only=True,
-        initial_value_threshold=best_restored if math.isfinite(best_restored) else None,
-    )
     guard = _guard(config)
     watchers = [
         *callbacks,
-        watch.StopOnNonFiniteLoss(),
-        # Before the checkpoints, so that a stop on collapse saves the restored weights.
+        # Before the saves, so that a stop on collapse saves the restored weights.
         *([guard] if guard else []),
-        keras.callbacks.ModelCheckpoint(out.model_file("last")),
-        best_callback,
-        watch.BestEpoch(best_callback, best_epoch),
-        watch.ResumeCheckpoint(
-            manager, runtime.checkpoint_steps, best_score, best_callback, last_saved=watch.global_step(model),
-        ),
+        watch.SaveModel(out.model_file("last")),
+        watch.SaveModel(out.model_file("best"), _best_monitor(config), state.best_score, state.best_epoch),
+        # Last: a checkpoint comes after the epoch's model files, so a resume redoes them.
+        watch.ResumeCheckpoint(resume, runtime.checkpoint_steps),
     ]
     if chief:
         watchers.append(keras.callbacks.TensorBoard(out.file(RunDir.LOGS)))
         if runtime.verbose != 0:
             live = None if runtime.verbose == "auto" else runtime.verbose == 1
-            watchers.append(watch.EpochLine(optimizer_settings.epochs, live=live, write=log))
+            watchers.append(watch.EpochLine(epochs, live=live, write=log))
 
     # Validation picks the best epoch and feeds the guard: a cheaper attack than the test's,
     # every validate_every epochs and at the last, on a fixed subset if asked.
@@ -295,39 +285,45 @@ def run(config, log=print, callbacks=()):
         validation = datasets.fixed_subset(
             validation, runtime.val_examples, data.sizes["val"], config.seed, config.data.batch_size
         )
+    test_attack = config.adversary.eval_attack
     if runtime.val_steps and test_attack is not None:
         model.eval_attack = dataclasses.replace(test_attack, steps=runtime.val_steps)
-    epochs, every = optimizer_settings.epochs, runtime.validate_every
+    every = runtime.validate_every
     fit_args = dict(
         validation_data=validation,
         validation_freq=sorted(set(range(every, epochs + 1, every)) | {epochs}),
-        callbacks=watchers,
         verbose=0,  # EpochLine reports instead of Keras' bar
         shuffle=False,  # the stream shuffles itself; Keras' own flag only warns on tf.data
+        epochs=epochs,  # (with initial_epoch) keeps the epoch numbers right in a resumed run
     )
+    stream = data.train_stream
     try:
-        if offset:
-            # Finish the interrupted epoch with its remaining steps, then carry on whole epochs.
-            # (Keras cannot start mid-epoch; epochs=epochs keeps the epoch numbers right.)
+        for segment in resume.segments(watch.batches_done(model), epochs):
+            if guard and guard.collapse and guard.action == "stop":
+                break
             model.fit(
-                stream.from_step(step, epoch + 1), initial_epoch=epoch, epochs=epochs,
-                steps_per_epoch=steps_per_epoch - offset,
-                **{**fit_args, "callbacks": watchers + [watch.StopAfterOneEpoch()]},
-            )
-            epoch += 1
-        if epoch < epochs and not (guard and guard.collapse and guard.action == "stop"):
-            model.fit(
-                stream.from_step(epoch * steps_per_epoch, epochs), initial_epoch=epoch, epochs=epochs,
-                steps_per_epoch=steps_per_epoch, **fit_args,
+                stream.from_step(segment.first_step, epochs if not segment.one_epoch else segment.initial_epoch + 1),
+                initial_epoch=segment.initial_epoch, steps_per_epoch=segment.steps,
+                callbacks=watchers + ([watch.StopAfterOneEpoch()] if segment.one_epoch else []), **fit_args,
             )
     except KeyboardInterrupt:
-        raise _interrupted(manager, steps_per_epoch, model.updates_per_batch) from None
+        raise Interrupted(
+            f"Stopped. {resume.kept()}; run the same command to resume from it"
+        ) from None
     # The test (and the saved model) attack with the test attack; Keras keeps the traced test
     # step, so it must be traced again.
     model.eval_attack = test_attack
     model.test_function = None
+    return guard
 
-    # 7. The test of the last and the best epoch's models.
+
+def _best_monitor(config):
+    return "val_pgd_accuracy" if config.adversary.eval_attack else "val_clean_accuracy"
+
+
+def _test(config, data, model, state, guard, plan, out, strategy):
+    """7. The test of the last and the best epoch's models, from the same random starts."""
+    atomic.stop_point("test")
     results = {
         "config": config.flat(),
         "num_classes": data.num_classes,
@@ -339,29 +335,41 @@ def run(config, log=print, callbacks=()):
         "steps": watch.global_step(model),
         "resumed": plan.resumes,
         "catastrophic_overfitting": guard.collapse if guard else None,
-        "best_epoch": int(best_epoch.numpy()) or None,
-        "best_monitor": best_monitor,
+        "best_epoch": int(state.best_epoch.numpy()) or None,
+        "best_monitor": _best_monitor(config),
         "test_last": evaluate(model, data.test, config.seed),
     }
     with strategy.scope():
         # Only the weights matter for evaluation; compile() without an optimizer skips
         # restoring the saved optimizer state.
-        best = keras.saving.load_model(out.model_file("best"), compile=False)
+        best = read_model(out.model_file("best"))
         best.eval_attack = model.eval_attack
         best.compile()
     results["test_best"] = evaluate(best, data.test, config.seed)
+    return results
 
-    # 8. What the run leaves.
-    if not chief:
-        shutil.rmtree(out.path, ignore_errors=True)
-        return results
-    model.save(out.model_file("final"))
+
+def read_model(path):
+    """The run's own ``.keras`` file ``path``, or ``ModelFileError`` saying it is damaged."""
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ModelFileError(
+            f"{path} cannot be read ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}): "
+            "it was changed after this run wrote it. Restore it, or pass --overwrite to train again"
+        ) from None
+
+
+def _leave(config, data, model, results, out):
+    """8. What the run leaves: ``model.keras``, the export and, last, ``results.json``, which
+    marks the run finished. Each is written whole; a run stopped among them redoes them all."""
+    with atomic.replacing(out.model_file("final")) as temporary:
+        model.save(temporary)
     results["model_path"] = out.model_file("final")
-    if runtime.export:
-        export_serving(model, out.file(RunDir.EXPORT), data.image_shape)
+    if config.runtime.export:
+        export_serving(model, out.file(RunDir.EXPORT), data.image_shape, replace=True)
         results["export_dir"] = out.file(RunDir.EXPORT)
-    with open(out.file(RunDir.RESULTS), "w") as f:
-        json.dump(results, f, indent=2)
+    atomic.write_json(out.file(RunDir.RESULTS), results)
     return results
 
 
@@ -395,20 +403,3 @@ def summary(results):
         lines.append(f"Export: {results['export_dir']}")
         lines.append("  (signatures serving_default and serve_uint8: images -> probabilities, class_ids)")
     return lines
-
-
-def _interrupted(manager, steps_per_epoch, updates_per_batch):
-    """What a Ctrl-C leaves: the last checkpoint and how to go on from it."""
-    latest = manager.latest_checkpoint
-    if latest is None:
-        return Interrupted(
-            "Stopped before the first checkpoint, so there is nothing to resume; run the same "
-            "command to start again"
-        )
-    step = int(latest.rsplit("-", 1)[-1]) // updates_per_batch  # batches, not optimizer steps
-    return Interrupted(
-        f"Stopped. The last checkpoint is {latest} (epoch {step // steps_per_epoch + 1}, step "
-        f"{step}); run the same command to resume from it"
-    )
-
-

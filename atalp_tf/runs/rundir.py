@@ -4,36 +4,44 @@
 
 * ``run_config.json``: the configuration, written once the run can start;
 * ``split.json``: the split drawn from the seed, for file datasets without an official one;
-* ``resume/``: TensorFlow checkpoints to resume from, and ``resume/data.json`` (the class
-  count and image shape they were made for);
+* ``resume/``: the checkpoints to resume from (``atalp_tf.training.resume``), and
+  ``resume/data.json`` (the class count and image shape they were made for);
 * ``checkpoints/last.keras`` after every epoch and ``checkpoints/best.keras`` at the best
   validation epoch; ``logs/`` for TensorBoard;
-* ``model.keras`` (the final model), ``export/`` (the serving SavedModel) and
-  ``results.json``: a run with any of these has finished;
-* ``evaluation/`` and ``evaluation_best/``: what ``atalp_tf.evaluate`` and the suites write.
+* ``model.keras`` (the final model) and ``export/`` (the serving SavedModel);
+* ``results.json``, written last: the run has finished when, and only when, it is there;
+* ``evaluation/`` and ``evaluation_best/``: what ``atalp_tf.evaluate`` and the suites write;
+* ``.atalp_tf.manifest.json``: the names the package created here, the only ones it ever
+  deletes, and ``.atalp_tf.lock``, the lock a process holds while it writes here.
 
-``plan`` decides what a run does with its directory before anything is written there (a new
-run, a resume, or a replacement under ``overwrite``); ``claim`` carries the plan out once the
-run can start. ``locate`` finds the model (and its run) that a user points at.
+Every file is written whole or not at all (``atalp_tf.atomic``). ``plan`` decides what a run
+does with its directory before anything is written (a new run, a resume, or a replacement
+under ``overwrite``); ``claim`` carries the plan out once the run can start. ``locate`` finds
+the model (and its run) that a user points at.
 
 This module needs no TensorFlow: the command lines check a directory before importing it.
 """
 
+import contextlib
 import dataclasses
-import json
 import os
 import re
-import shutil
 
+from atalp_tf import atomic
 from atalp_tf import pixels
 from atalp_tf.choices import resolve_bn_batches
+from atalp_tf.errors import DamagedFile
 from atalp_tf.errors import MissingPath
 from atalp_tf.errors import ModelFileError
 from atalp_tf.errors import UserError
+from atalp_tf.runs.lock import RunLock
 
 
 class ModelDirInUse(UserError, FileExistsError):
-    """``model_dir`` holds another run's work and ``overwrite`` was not given."""
+    """``model_dir`` holds another run's work, or files the package did not write."""
+
+
+_CHECKPOINT = re.compile(r"^ckpt-(\d+)\.index$")
 
 
 class RunDir:
@@ -46,13 +54,14 @@ class RunDir:
     MODEL = "model.keras"
     EXPORT = "export"
     RESULTS = "results.json"
+    MANIFEST = ".atalp_tf.manifest.json"
+    LOCK = ".atalp_tf.lock"
     # The models a run holds, by the name a user picks them with (--checkpoint).
     MODELS = {"final": MODEL, "best": os.path.join(CHECKPOINTS, "best.keras"), "last": os.path.join(CHECKPOINTS, "last.keras")}
     # Evaluations written into the run, of its last and its best epoch's model.
     EVALUATIONS = {"last": "evaluation", "best": "evaluation_best"}
-    # Everything of a run; a directory holding any of these belongs to an earlier one.
-    ARTIFACTS = (CONFIG, RESUME, CHECKPOINTS, LOGS, SPLIT, MODEL, EXPORT, RESULTS)
-    FINISHED = (RESULTS, EXPORT, MODEL)
+    # Everything a training run writes at the top of its directory.
+    ARTIFACTS = (CONFIG, SPLIT, RESUME, CHECKPOINTS, LOGS, MODEL, EXPORT, RESULTS)
 
     def __init__(self, path):
         self.path = str(path)
@@ -70,36 +79,81 @@ class RunDir:
     def data_state(self):
         return os.path.join(self.file(self.RESUME), self.DATA_STATE)
 
-    def existing(self):
-        """The run files present (empty if the directory holds none, or does not exist)."""
-        return [name for name in self.ARTIFACTS if os.path.exists(self.file(name))]
+    def lock(self, command):
+        """The directory's lock (``runs.lock``), taken by ``with``; ``command`` says who holds it."""
+        return RunLock(self.file(self.LOCK), command)
+
+    def entries(self):
+        """The names in the directory, but for the package's bookkeeping and temporaries."""
+        if not os.path.isdir(self.path):
+            return []
+        return sorted(n for n in os.listdir(self.path)
+                      if n not in (self.MANIFEST, self.LOCK) and not atomic.is_temporary(n))
+
+    def written(self):
+        """The names the package created here (``MANIFEST``). A run of a version from before the
+        manifest (a readable configuration or results file, no manifest) owns the run files
+        and evaluations it holds."""
+        if os.path.isfile(self.file(self.MANIFEST)):
+            return set(atomic.read_json(self.file(self.MANIFEST), "the names atalp_tf created here",
+                                        _REMOVE_BY_HAND.format(self=self))["written"])
+        if self.saved_config() is None:
+            return set()
+        return set(self.ARTIFACTS + tuple(self.EVALUATIONS.values())) & set(self.entries())
+
+    def foreign(self):
+        """The names here that the package did not create, in order."""
+        written = self.written()
+        return [n for n in self.entries() if n not in written]
+
+    def record(self, *names):
+        """Adds ``names`` to the manifest (before they are created, so that none is unrecorded)."""
+        written = self.written()
+        if not set(names) <= written or not os.path.isfile(self.file(self.MANIFEST)):
+            self._write_manifest(written | set(names))
+
+    def _write_manifest(self, names):
+        os.makedirs(self.path, exist_ok=True)
+        atomic.write_json(self.file(self.MANIFEST), {"written": sorted(names)})
+
+    def remove_written(self):
+        """Removes what the package created here (the manifest's names), and nothing else."""
+        for name in sorted(self.written()):
+            atomic.remove(self.file(name))
+        atomic.remove_temporaries(self.path)
+        self._write_manifest(())
 
     def finished(self):
-        """The files present that mark a finished run."""
-        return [name for name in self.FINISHED if os.path.exists(self.file(name))]
+        """Whether the run has finished: its ``results.json``, written last, is there."""
+        return os.path.isfile(self.file(self.RESULTS))
+
+    def checkpoint_steps(self):
+        """The steps of the checkpoints in ``resume/``, newest first (found by their files, not
+        by a state file that a kill may have left half-written)."""
+        folder = self.file(self.RESUME)
+        if not os.path.isdir(folder):
+            return []
+        found = (_CHECKPOINT.match(n) for n in os.listdir(folder))
+        return sorted((int(m.group(1)) for m in found if m), reverse=True)
+
+    def checkpoint_prefix(self, step):
+        return os.path.join(self.file(self.RESUME), f"ckpt-{step}")
 
     def has_checkpoint(self):
-        """Whether ``resume/`` holds a checkpoint to resume from (read from TensorFlow's state
-        file, so that no TensorFlow is needed)."""
-        state = os.path.join(self.file(self.RESUME), "checkpoint")
-        if not os.path.isfile(state):
-            return False
-        with open(state) as f:
-            found = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', f.read(), re.MULTILINE)
-        return bool(found) and os.path.exists(os.path.join(self.file(self.RESUME), found.group(1) + ".index"))
+        """Whether ``resume/`` holds a checkpoint to resume from."""
+        return bool(self.checkpoint_steps())
 
     def saved_config(self):
         """The run's flat configuration: ``run_config.json``, or the copy in ``results.json``."""
         if os.path.isfile(self.file(self.CONFIG)):
-            with open(self.file(self.CONFIG)) as f:
-                return json.load(f)
+            return atomic.read_json(self.file(self.CONFIG), "the run's settings", _CONFIG_ADVICE)
         return (self.results() or {}).get("config")
 
     def results(self):
         if not os.path.isfile(self.file(self.RESULTS)):
             return None
-        with open(self.file(self.RESULTS)) as f:
-            return json.load(f)
+        return atomic.read_json(self.file(self.RESULTS), "the finished run's test results",
+                                "Pass --overwrite to run it again, or restore the file")
 
     def class_names(self):
         """The class names the run recorded, or None."""
@@ -126,6 +180,10 @@ class RunDir:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return DataConfig(**values)
 
+    def is_run(self):
+        """Whether the directory holds a run (its configuration, results or manifest)."""
+        return any(os.path.isfile(self.file(n)) for n in (self.CONFIG, self.RESULTS, self.MANIFEST))
+
     @classmethod
     def holding(cls, path):
         """The run whose directory holds the file ``path`` (its own or ``checkpoints/``), or None."""
@@ -134,6 +192,27 @@ class RunDir:
             if any(os.path.isfile(run.file(n)) for n in (cls.CONFIG, cls.RESULTS)):
                 return run
         return None
+
+
+_REMOVE_BY_HAND = "Remove it, and the files of the run in {self.path} by hand, or choose another directory"
+_CONFIG_ADVICE = (
+    "Without it the run cannot tell whether it resumes with the same settings: restore it, or "
+    "pass --overwrite to start the run afresh (what the run wrote goes)"
+)
+
+
+@contextlib.contextmanager
+def writing_into(path, command):
+    """While writing into the folder ``path``: if it is a run's folder (an evaluation, say),
+    holds that run's lock and records ``path`` in its manifest when the package creates it."""
+    run = RunDir(os.path.dirname(os.path.abspath(path)))
+    if not run.is_run():
+        yield
+        return
+    with run.lock(command):
+        if not os.path.exists(path):
+            run.record(os.path.basename(os.path.abspath(path)))
+        yield
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,11 +305,12 @@ class Plan:
 
     ``action``: ``"new"`` (nothing of a run's progress is there), ``"resume"`` (an unfinished
     run with the same settings) or ``"replace"`` (``overwrite`` of another run). ``remove``:
-    the earlier files that go once the run can start; ``note``: the line that says so.
+    whether what the package wrote there goes once the run can start; ``note``: the line that
+    says so.
     """
 
     action: str
-    remove: tuple = ()
+    remove: bool = False
     note: str | None = None
 
     @property
@@ -241,38 +321,56 @@ class Plan:
 def plan(config):
     """Decides what happens to ``config.model_dir``; writes and deletes nothing.
 
-    * Nothing there, or a run that stopped before its first checkpoint (no progress to keep):
-      a new run; such leftovers go.
+    * Nothing there: a new run.
     * An unfinished run with checkpoints and the same settings: it resumes, with or without
-      ``overwrite``, so that repeating a killed command never loses its progress.
-    * A finished run (``results.json``, ``model.keras`` or ``export/``), or an unfinished one
-      with other settings: refused with ``ModelDirInUse`` unless ``overwrite``, which replaces
-      it (its evaluations included).
+      ``overwrite``, so that repeating a killed command never loses its progress; files of
+      the user's beside it stay as they are.
+    * A run of ours that stopped before its first checkpoint (no progress to keep): its files
+      go and a new run starts.
+    * A finished run (``results.json``), or an unfinished one with other settings: refused with
+      ``ModelDirInUse`` unless ``overwrite``, which replaces it (its evaluations included).
+    * Anything the package did not write (not in the manifest) is never deleted: a new run or
+      a replacement is refused, naming the first such file.
     """
     run = RunDir(config.model_dir)
-    existing = run.existing()
-    leftovers = tuple(existing) + tuple(n for n in RunDir.EVALUATIONS.values() if os.path.exists(run.file(n)))
-    if not existing:
+    run.lock("").check()
+    present = run.entries()
+    if not present:
         return Plan("new")
-    finished = run.finished()
     overwrite = config.runtime.overwrite
-    if finished:
+    try:
+        written = run.written()
+    except DamagedFile:
+        if not overwrite:
+            raise
+        written = set()
+    foreign = [n for n in present if n not in written]
+    if run.finished():
         if not overwrite:
             raise ModelDirInUse(
-                f"--model_dir {run.path} already holds a finished run ({', '.join(finished)}); "
+                f"--model_dir {run.path} already holds a finished run ({RunDir.RESULTS} is there); "
                 "choose another directory, or pass --overwrite to replace it"
             )
-        return Plan("replace", leftovers, f"Replacing the finished run in {run.path} (--overwrite): "
-                                          f"its {', '.join(leftovers)} go")
+        _refuse_foreign(run, foreign, "replace the finished run")
+        return Plan("replace", True, f"Replacing the finished run in {run.path} (--overwrite): "
+                                     f"its {', '.join(n for n in present if n in written)} go")
     if not run.has_checkpoint():
-        return Plan("new", leftovers, f"{run.path} holds a run that stopped before its first checkpoint; "
-                                      "starting afresh")
-    differences = _differences_from_saved(run, config)
+        _refuse_foreign(run, foreign, "start a run")
+        return Plan("new", True, f"{run.path} holds a run that stopped before its first checkpoint; "
+                                 "starting afresh")
+    try:
+        differences = _differences_from_saved(run, config)
+    except DamagedFile:
+        if not overwrite:
+            raise
+        differences = [f"its {RunDir.CONFIG} is damaged"]
     if not differences:
+        _refuse_foreign(run, [n for n in foreign if n in RunDir.ARTIFACTS], "resume the run")
         return Plan("resume")
     if overwrite:
-        return Plan("replace", leftovers, f"Replacing the unfinished run in {run.path} (--overwrite), "
-                                          f"started with other flags ({'; '.join(differences)})")
+        _refuse_foreign(run, foreign, "replace the unfinished run")
+        return Plan("replace", True, f"Replacing the unfinished run in {run.path} (--overwrite), "
+                                     f"started with other flags ({'; '.join(differences)})")
     raise ModelDirInUse(
         f"--model_dir {run.path} holds an unfinished run started with other flags "
         f"({'; '.join(differences)}); run its command again to resume it, choose another "
@@ -280,10 +378,20 @@ def plan(config):
     )
 
 
+def _refuse_foreign(run, foreign, to_do):
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise ModelDirInUse(
+            f"--model_dir {run.path} holds {foreign[0]}{more}, which atalp_tf did not write there, "
+            f"so it will not {to_do} in it: the package deletes only what it wrote. Choose another "
+            "directory, or move those files away"
+        )
+
+
 def _differences_from_saved(run, config):
     saved = run.saved_config()
     if saved is None:
-        return [f"no {RunDir.CONFIG} says which (it holds {', '.join(run.existing())})"]
+        return [f"no {RunDir.CONFIG} says which (it holds {', '.join(run.entries())})"]
     # A run from an older version lacks the settings added since; it ran with their defaults,
     # or with what the package did before the setting existed (_LEGACY).
     defaults = type(config)(model_dir=config.model_dir, data=config.data).identity()
@@ -297,15 +405,14 @@ def _differences_from_saved(run, config):
 
 
 def claim(config, chosen, log=None):
-    """Carries out ``chosen`` (a ``Plan``): removes what it replaces, saying so, and writes
-    ``run_config.json``."""
+    """Carries out ``chosen`` (a ``Plan``): removes what the package wrote there if it replaces
+    it, saying so, records the run's files in the manifest and writes ``run_config.json``. The
+    caller holds the directory's lock."""
     run = RunDir(config.model_dir)
-    for name in chosen.remove:
-        path = run.file(name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if chosen.remove:
+        run.remove_written()
     if chosen.note and log:
         log(chosen.note)
-    os.makedirs(run.path, exist_ok=True)
-    with open(run.file(RunDir.CONFIG), "w") as f:
-        json.dump(config.flat(), f, indent=2)
-
+    atomic.remove_temporaries(run.path)
+    run.record(*(n for n in RunDir.ARTIFACTS if n not in run.entries()))
+    atomic.write_json(run.file(RunDir.CONFIG), config.flat())

@@ -8,6 +8,7 @@ registered by importing this module: the classifier, the caffe preprocessing lay
 one-cycle learning-rate schedule, under the names files written by earlier versions use.
 """
 
+import math
 import os
 import re
 import zipfile
@@ -17,8 +18,9 @@ import keras
 from atalp_tf.errors import MissingPath
 from atalp_tf.errors import ModelFileError
 from atalp_tf.models import classifier as _classifier  # also registers RobustClassifier
+from atalp_tf.models.backbones import STAGES
 from atalp_tf.models import preprocessing as _preprocessing  # noqa: F401 (registers CaffePreprocessing)
-from atalp_tf.training import optimizers as _optimizers  # noqa: F401 (registers OneCycle)
+from atalp_tf import optimizers as _optimizers  # noqa: F401 (registers OneCycle)
 
 
 def load_classifier(path, *, num_classes=None, image_shape=None):
@@ -43,14 +45,31 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
     return check_classifier(model, path, num_classes=num_classes, image_shape=image_shape)
 
 
-def check_classifier(model, path, *, num_classes=None, image_shape=None):
-    """``model`` (loaded from ``path``) if it classifies ``num_classes`` classes of images of
-    ``image_shape`` (None: any); otherwise ``ModelFileError`` naming the file."""
+def model_shape(model):
+    """``(class count, image shape)`` of a classifier: a ``RobustClassifier``, or any Keras
+    model whose output is the logits."""
     network = _classifier.network_of(model)
     outputs = network.output
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs
-    classes = int(logits.shape[-1])
-    shape = tuple(network.input_shape[1:])
+    return int(logits.shape[-1]), tuple(network.input_shape[1:])
+
+
+def has_stages(model):
+    """Whether ``model`` exposes the stage feature maps (conv2..conv5) that attention maps need."""
+    outputs = _classifier.network_of(model).output
+    return isinstance(outputs, dict) and all(stage in outputs for stage in STAGES)
+
+
+def first_examples(batches, count, batch_size):
+    """The first ``count`` examples of batched ``batches``, in batches of ``batch_size``, and
+    how many batches that is: the part of a split an evaluation reads."""
+    return batches.unbatch().take(count).batch(batch_size), math.ceil(count / batch_size)
+
+
+def check_classifier(model, path, *, num_classes=None, image_shape=None):
+    """``model`` (loaded from ``path``) if it classifies ``num_classes`` classes of images of
+    ``image_shape`` (None: any); otherwise ``ModelFileError`` naming the file."""
+    classes, shape = model_shape(model)
     if num_classes is not None and classes != num_classes:
         raise ModelFileError(
             f"{path} classifies {classes} classes, but {num_classes} are expected here; "

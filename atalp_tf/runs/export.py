@@ -18,20 +18,20 @@ import os
 import keras
 import tensorflow as tf
 
+from atalp_tf import atomic
 from atalp_tf.errors import OutputExists
+from atalp_tf.runs.loading import model_shape
 
 
-
-
-def export_serving(model, directory, image_shape):
-    """Writes the SavedModel to ``directory``, which must not exist (exports are never replaced
-    here; the caller decides whether an old one goes)."""
-    if os.path.exists(directory):
+def export_serving(model, directory, image_shape, replace=False):
+    """Writes the SavedModel to ``directory`` whole (under a temporary name, then renamed).
+    ``directory`` must not exist unless ``replace``: the caller decides whether an old one goes."""
+    if os.path.exists(directory) and not replace:
         raise OutputExists(
             f"{directory} already exists; remove it or choose another export directory"
         )
     image_shape = tuple(int(d) for d in image_shape)
-    classes = int(model(tf.zeros((1, *image_shape)), training=False).shape[-1])
+    classes, _ = model_shape(model)
 
     def classify(images):
         logits = model(images, training=False)
@@ -83,5 +83,6 @@ def export_serving(model, directory, image_shape):
         fn=lambda images: predict(tf.cast(images, tf.float32) / 255.0),
         input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="images")],
     )
-    archive.write_out(directory, verbose=False)
+    with atomic.replacing(directory) as temporary:
+        archive.write_out(temporary, verbose=False)
     return directory
