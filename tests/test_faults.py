@@ -95,39 +95,6 @@ def test_sigkilled_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_free_training_resumes_at_the_right_batch_though_it_steps_twice_per_batch(tmp_path):
-    # Free training takes --free_replays optimizer steps per batch; resuming must count batches.
-    extra = ("--epochs=2", "--checkpoint_steps=4", "--attack=free", "--free_replays=2")
-    killed_at = _kill_after_step(tmp_path, 2 * (STEPS_PER_EPOCH + 3), *extra)
-    assert 2 * STEPS_PER_EPOCH < killed_at < 4 * STEPS_PER_EPOCH
-    resumed = _run(tmp_path, *extra)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["resumed"] is True and results["steps"] == 2 * 2 * STEPS_PER_EPOCH
-    assert "epoch  1/2" not in resumed.stdout and "epoch  2/2" in resumed.stdout
-    assert results["config"]["attack"] == "free"
-    assert results["catastrophic_overfitting"] is None
-    # It learns: 0.93 clean accuracy when written (chance is 0.1).
-    assert results["test_last"]["clean_accuracy"] > 0.5
-
-
-def test_a_directory_of_another_run_is_refused_unless_overwrite(tmp_path):
-    model_dir = tmp_path / "run"
-    _kill_after_step(model_dir, 0, "--epochs=3", "--checkpoint_steps=2")
-    before = sorted(os.listdir(model_dir / "resume"))
-    other = _run(model_dir, "--epochs=3", "--checkpoint_steps=2", "--method=pat", timeout=120)
-    assert other.returncode == 1
-    assert "holds an unfinished run started with other flags" in other.stderr
-    assert "--method: at_alp then, pat now" in other.stderr
-    assert "Traceback" not in other.stderr
-    assert sorted(os.listdir(model_dir / "resume")) == before  # nothing touched
-
-    replaced = _run(model_dir, "--epochs=1", "--method=pat", "--overwrite")
-    assert replaced.returncode == 0, replaced.stderr[-2000:]
-    saved = json.loads((model_dir / "run_config.json").read_text())
-    assert saved["method"] == "pat" and saved["epochs"] == 1
-
-
 def _folder(root, classes):
     for part, count in (("train", 6), ("val", 2)):
         for name in classes:
