@@ -132,6 +132,13 @@ def test_load_classifier_checks_classes_and_shape_and_refuses_code(tmp_path, dig
     with pytest.raises(ValueError, match=r"takes images of shape \(16, 16, 1\)"):
         load_classifier(path, image_shape=(32, 32, 3))
 
+    # A garbled member of an archive that still opens as a zip: one paragraph, not BadZipFile.
+    data = open(path, "rb").read()
+    garbled = str(tmp_path / "garbled.keras")
+    open(garbled, "wb").write(data[:len(data) // 2] + b"\xff" * 4000 + data[len(data) // 2 + 4000:])
+    with pytest.raises(ValueError, match="garbled.keras is damaged .*Bad CRC"):
+        load_classifier(garbled)
+
     inputs = keras.Input((4,))
     unsafe = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     unsafe_path = str(tmp_path / "unsafe.keras")

@@ -40,6 +40,13 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
         )
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (zipfile.BadZipFile, OSError, KeyError, EOFError) as error:
+        # The archive opens but a member is garbled (a bad CRC, a truncated weights file).
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ModelFileError(
+            f"{path} is damaged ({reason}): it does not read back as the model it was saved as. Give "
+            "an intact copy, or train it again (for a run's own file: --overwrite)"
+        ) from None
     except (TypeError, ValueError) as error:
         raise ModelFileError(_load_problem(path, str(error))) from None
     return check_classifier(model, path, num_classes=num_classes, image_shape=image_shape)

@@ -27,7 +27,6 @@ import os
 import shutil
 import sys
 import tempfile
-import zipfile
 
 import keras
 import numpy as np
@@ -41,11 +40,11 @@ from atalp_tf import pixels
 from atalp_tf.attacks.pgd import PGDConfig
 from atalp_tf.errors import DataError
 from atalp_tf.errors import Interrupted
-from atalp_tf.errors import ModelFileError
 from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
 from atalp_tf.runs import rundir
 from atalp_tf.runs.export import export_serving
+from atalp_tf.runs.loading import load_classifier
 from atalp_tf.runs.rundir import RunDir
 from atalp_tf.training import callbacks as watch
 from atalp_tf.training.resume import Resume
@@ -342,22 +341,11 @@ def _test(config, data, model, state, guard, plan, out, strategy):
     with strategy.scope():
         # Only the weights matter for evaluation; compile() without an optimizer skips
         # restoring the saved optimizer state.
-        best = read_model(out.model_file("best"))
+        best = load_classifier(out.model_file("best"))
         best.eval_attack = model.eval_attack
         best.compile()
     results["test_best"] = evaluate(best, data.test, config.seed)
     return results
-
-
-def read_model(path):
-    """The run's own ``.keras`` file ``path``, or ``ModelFileError`` saying it is damaged."""
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise ModelFileError(
-            f"{path} cannot be read ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}): "
-            "it was changed after this run wrote it. Restore it, or pass --overwrite to train again"
-        ) from None
 
 
 def _leave(config, data, model, results, out):
