@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from atalp_tf import pixels
 from atalp_tf.attacks.pgd import PGDConfig
 from atalp_tf.errors import DataError
 from atalp_tf.errors import Interrupted
+from atalp_tf.errors import UserError
 from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
 from atalp_tf.runs import rundir
@@ -193,6 +195,7 @@ def run(config, log=print, callbacks=()):
                         updates_per_batch=model.updates_per_batch, into=out)
         if plan.resumes:
             resume.restore(data, log)
+        _same_start(strategy, watch.global_step(model))
         if chief:
             rundir.claim(config, plan, log)
             atomic.stop_point("claimed")
@@ -208,6 +211,27 @@ def run(config, log=print, callbacks=()):
             shutil.rmtree(out.path, ignore_errors=True)
             return results
         return _leave(config, data, model, results, out)
+
+
+class WorkerLost(UserError, ConnectionError):
+    """Another worker of a multi-worker run stopped (killed, preempted)."""
+
+
+def _same_start(strategy, step):
+    """Checks that every worker resumes from optimizer step ``step``: workers that start from
+    different steps (a --model_dir that is not the same shared folder for all) would pair up
+    their collective operations wrongly and fail with an obscure message, or hang."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    value = tf.constant([step, step * step], tf.float64)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: value), axis=None).numpy()
+    replicas = strategy.num_replicas_in_sync
+    # Equal sums of the steps and of their squares to n copies of ours: every step is ours.
+    if not np.allclose(total, [replicas * step, replicas * step * step]):
+        raise UserError(
+            f"The workers of this run resume from different steps (this one from step {step}); "
+            "every worker must be given the same --model_dir, on storage they all see"
+        )
 
 
 @dataclasses.dataclass
@@ -308,6 +332,14 @@ def _train(config, data, model, state, resume, out, chief, log, callbacks):
     except KeyboardInterrupt:
         raise Interrupted(
             f"Stopped. {resume.kept()}; run the same command to resume from it"
+        ) from None
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.InternalError) as error:
+        lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error))))
+        if "heartbeat" not in str(error) or not lost:
+            raise
+        raise WorkerLost(
+            f"Worker {', '.join(lost)} of the cluster stopped, so this one cannot go on. {resume.kept()}: "
+            "start every worker again with the same command and TF_CONFIG, and the run resumes from it"
         ) from None
     # The test (and the saved model) attack with the test attack; Keras keeps the traced test
     # step, so it must be traced again.
