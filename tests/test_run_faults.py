@@ -9,6 +9,7 @@ point. ``test_a_real_process_stopped_at_a_point_resumes`` stops a real process t
 ``ATALP_TF_STOP_AT``.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -322,11 +323,11 @@ def test_a_simulated_full_disk_during_the_export_keeps_the_rest(tmp_path, monkey
     assert results["resumed"] and os.path.isfile(tmp_path / "run" / "export" / "saved_model.pb")
 
 
-def test_a_second_process_is_refused_and_overwrite_never_touches_a_locked_run(tmp_path, stopped_run):
-    from atalp_tf.runs.lock import DirectoryInUse
+@contextlib.contextmanager
+def _locked_elsewhere(model_dir):
+    """The run directory's lock, held by another process: yields its pid."""
     from atalp_tf.runs.rundir import RunDir
 
-    model_dir = _copy(stopped_run, tmp_path)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl, json, os, sys, time; f = open(sys.argv[1], 'w'); "
          "fcntl.flock(f, fcntl.LOCK_EX); json.dump({'pid': os.getpid(), 'since': 'noon', 'command': 'train'}, f); "
@@ -335,14 +336,22 @@ def test_a_second_process_is_refused_and_overwrite_never_touches_a_locked_run(tm
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        before = _everything(model_dir)
-        for overwrite in (False, True):
-            with pytest.raises(DirectoryInUse, match=f"in use by process {holder.pid} \\(train\\) since noon"):
-                _train(_config(model_dir, checkpoint_steps=5, overwrite=overwrite))
-        assert _everything(model_dir) == before
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_second_process_is_refused_and_overwrite_never_touches_a_locked_run(tmp_path, stopped_run):
+    from atalp_tf.runs.lock import DirectoryInUse
+
+    model_dir = _copy(stopped_run, tmp_path)
+    with _locked_elsewhere(model_dir) as pid:
+        before = _everything(model_dir)
+        for overwrite in (False, True):
+            with pytest.raises(DirectoryInUse, match=f"in use by process {pid} \\(train\\) since noon"):
+                _train(_config(model_dir, checkpoint_steps=5, overwrite=overwrite))
+        assert _everything(model_dir) == before
     # The kernel released the lock with the process: the run resumes.
     _, lines = _train(_config(model_dir, checkpoint_steps=5), "batch", 1)
     assert "  resuming from epoch 2, step 30" in lines
@@ -462,11 +471,12 @@ def test_writing_an_evaluation_into_a_run_takes_its_lock_and_records_it(tmp_path
     from atalp_tf.runs.lock import DirectoryInUse
 
     run = _ours(_config(tmp_path / "run"), finished=True)
-    with run.lock("train"):
+    with _locked_elsewhere(tmp_path / "run"):
         with pytest.raises(DirectoryInUse, match="in use by process"):
             with rundir.writing_into(run.file("evaluation_best"), "atalp_tf.evaluate"):
                 pass
-    with rundir.writing_into(run.file("evaluation_best"), "atalp_tf.evaluate"):
+    # The process holding the lock takes it again (an evaluation written by a training run).
+    with run.lock("train"), rundir.writing_into(run.file("evaluation_best"), "atalp_tf.evaluate"):
         os.makedirs(run.file("evaluation_best"))
     assert "evaluation_best" in run.written()
 

@@ -9,6 +9,7 @@ from atalp_tf import pixels
 from atalp_tf import plots
 from atalp_tf.evaluation import checks as robustness_checks
 from atalp_tf.evaluation import robustness
+from atalp_tf.runs.rundir import writing_into
 
 CSV_FIELDS = ("name", "attack", "box", "eps", "eps_255", "steps", "restarts", "step_size", "accuracy")
 
@@ -96,7 +97,8 @@ def evaluate_into(out_dir, target, batches, specs, *, source=None, seed=0, num_c
                   num_batches=None, title="", context=None, log=print, figure=True, eot_samples=None):
     """Evaluates ``specs`` (``robustness.evaluate``, ``eot_samples`` as there), runs the checks, logs the table and writes
     ``evaluation.json``, ``evaluation.csv`` and, with ``figure`` and matplotlib,
-    ``accuracy_vs_iterations.png`` to ``out_dir``. Returns ``(report, checks, json values,
+    ``accuracy_vs_iterations.png`` to ``out_dir`` (each whole; under the lock of the run
+    ``out_dir`` is in, recorded in its manifest). Returns ``(report, checks, json values,
     names written)``."""
     report = robustness.evaluate(
         target, batches, specs, source=source, seed=seed, num_classes=num_classes, log=log,
@@ -105,17 +107,18 @@ def evaluate_into(out_dir, target, batches, specs, *, source=None, seed=0, num_c
     checks = robustness_checks.run_checks(report)
     for line in table(report, checks, title):
         log(line)
-    os.makedirs(out_dir, exist_ok=True)
     values = to_json(report, checks, **(context or {}))
-    atomic.write_json(os.path.join(out_dir, JSON), values)
-    write_csv(os.path.join(out_dir, CSV), report)
-    written = [JSON, CSV]
-    curves = _curves(report) if figure else {}
-    if curves:
-        try:
-            with atomic.replacing(os.path.join(out_dir, FIGURE)) as temporary:
-                plots.accuracy_curves(temporary, curves, report.clean_accuracy)
-            written.append(FIGURE)
-        except ImportError as error:
-            log(f"No PNG written: {error}")
+    with writing_into(out_dir, "atalp_tf.evaluate"):
+        os.makedirs(out_dir, exist_ok=True)
+        atomic.write_json(os.path.join(out_dir, JSON), values)
+        write_csv(os.path.join(out_dir, CSV), report)
+        written = [JSON, CSV]
+        curves = _curves(report) if figure else {}
+        if curves:
+            try:
+                with atomic.replacing(os.path.join(out_dir, FIGURE)) as temporary:
+                    plots.accuracy_curves(temporary, curves, report.clean_accuracy)
+                written.append(FIGURE)
+            except ImportError as error:
+                log(f"No PNG written: {error}")
     return report, checks, values, written
