@@ -206,11 +206,16 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, stop
     model_dir = _copy(stopped_run, tmp_path)
     newest = model_dir / "resume" / "ckpt-30.data-00000-of-00001"
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
+    # What interrupted TensorFlow writes leave: a temporary folder, data without an index.
+    (model_dir / "resume" / "ckpt-31_temp").mkdir()
+    (model_dir / "resume" / "ckpt-31_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+    (model_dir / "resume" / "ckpt-32.data-00000-of-00001").write_bytes(b"x")
     _, lines = _train(_config(model_dir, checkpoint_steps=5), "batch", 1)
     assert any("could not read" in line and "ckpt-30" in line and "ckpt-25" in line for line in lines), lines
     assert "  resuming from epoch 2, step 25" in lines
-    # The unreadable one went once the run had started again; the one it resumed from stayed.
-    assert sorted(n for n in os.listdir(model_dir / "resume") if n.endswith(".index")) == ["ckpt-25.index"]
+    # The unreadable one and the leftovers went once the run had started again; the one it
+    # resumed from stayed.
+    assert sorted(os.listdir(model_dir / "resume")) == ["ckpt-25.data-00000-of-00001", "ckpt-25.index", "data.json"]
 
 
 @pytest.mark.parametrize("name", ["run_config.json", "resume/data.json", ".atalp_tf.manifest.json"])

@@ -205,7 +205,7 @@ def run(config, log=print, callbacks=()):
             position = resume.position(resume.restored) if resume.restored is not None else None
             for line in describe_run(config, data, model, position):
                 log(line)
-        guard = _train(config, data, model, state, resume, out, chief, log, callbacks)
+        guard = _train(config, data, model, state, resume, out, strategy, log, callbacks)
         results = _test(config, data, model, state, guard, plan, out, strategy)
         if not chief:
             shutil.rmtree(out.path, ignore_errors=True)
@@ -281,7 +281,7 @@ def _model(config, data):
     return model, _State(checkpoint, best_score, best_epoch)
 
 
-def _train(config, data, model, state, resume, out, chief, log, callbacks):
+def _train(config, data, model, state, resume, out, strategy, log, callbacks):
     """6. Training from where the run stands; returns the overfitting guard (or None)."""
     runtime, epochs = config.runtime, config.optimizer.epochs
     os.makedirs(out.file(RunDir.CHECKPOINTS), exist_ok=True)
@@ -295,7 +295,7 @@ def _train(config, data, model, state, resume, out, chief, log, callbacks):
         # Last: a checkpoint comes after the epoch's model files, so a resume redoes them.
         watch.ResumeCheckpoint(resume, runtime.checkpoint_steps),
     ]
-    if chief:
+    if is_chief(strategy):
         watchers.append(keras.callbacks.TensorBoard(out.file(RunDir.LOGS)))
         if runtime.verbose != 0:
             live = None if runtime.verbose == "auto" else runtime.verbose == 1
@@ -334,12 +334,18 @@ def _train(config, data, model, state, resume, out, chief, log, callbacks):
             f"Stopped. {resume.kept()}; run the same command to resume from it"
         ) from None
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.InternalError) as error:
-        lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error))))
-        if "heartbeat" not in str(error) or not lost:
+        # A worker that dies shows as a lost connection or as collectives aborted on missed
+        # heartbeats, depending on which op noticed first.
+        text = str(error)
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not (
+            isinstance(error, tf.errors.UnavailableError) or "Collective ops is aborted" in text
+        ):
             raise
+        lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", text)))
         raise WorkerLost(
-            f"Worker {', '.join(lost)} of the cluster stopped, so this one cannot go on. {resume.kept()}: "
-            "start every worker again with the same command and TF_CONFIG, and the run resumes from it"
+            f"{'Worker ' + ', '.join(lost) if lost else 'Another worker'} of the cluster stopped, so "
+            f"this one cannot go on. {resume.kept()}: start every worker again with the same command "
+            "and TF_CONFIG, and the run resumes from it"
         ) from None
     # The test (and the saved model) attack with the test attack; Keras keeps the traced test
     # step, so it must be traced again.
