@@ -29,6 +29,7 @@ def _run(*args, env=None):
         ("--attacks=pgd,cw", "--attacks must name attacks from fgsm"),
         ("--eps=8/255,2", "flag --eps=8/255,2: expected a value in (0, 1]"),
         ("--restarts=0", "--restarts"),
+        ("--dataset=nonsense", "--dataset must be one of digits, cifar10, flowers17, folder, or tfds:NAME"),
     ],
 )
 def test_bad_flags_fail_fast_naming_the_flag(tmp_path, flag, message):
