@@ -15,7 +15,7 @@ PAT trains on the adversarial batch alone, as Madry et al. do. The attack always
 ``training=False``. ``weight_decay`` (coupled L2) adds ``weight_decay / 2 * ||w||^2`` over
 every trainable weight to the loss, so ``weight_decay * w`` joins the gradient before
 momentum, as ``SGD(weight_decay=...)`` does in the PyTorch code of Madry et al. and TRADES;
-the optimizer's own ``weight_decay`` is decoupled (``atalp_tf.training.optimizers``).
+the optimizer's own ``weight_decay`` is decoupled (``atalp_tf.optimizers``).
 
 ``attack`` chooses how the adversarial examples are made, at the same objective (what each
 kind means, its default step and its warnings: ``atalp_tf.attacks.training``). With

@@ -123,23 +123,10 @@ class SaveModel(keras.callbacks.Callback):
 
 
 class StopAfterOneEpoch(keras.callbacks.Callback):
+    """Ends the ``fit`` that finishes an interrupted epoch (Keras cannot start mid-epoch)."""
+
     def on_epoch_end(self, epoch, logs=None):
         self.model.stop_training = True
-
-
-class BestEpoch(keras.callbacks.Callback):
-    """Remembers the epoch (1-based) of the best checkpoint, in a variable the resume state keeps."""
-
-    def __init__(self, best_callback, variable):
-        super().__init__()
-        self.best_callback = best_callback
-        self.variable = variable
-        self.best = best_callback.best
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.best_callback.best != self.best:
-            self.best = self.best_callback.best
-            self.variable.assign(epoch + 1)
 
 
 class CatastrophicOverfittingGuard(keras.callbacks.Callback):
