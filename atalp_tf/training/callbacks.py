@@ -82,16 +82,18 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(_scalar(loss)):
+        if loss is not None and not math.isfinite(float(loss)):
             # The loss of this batch came from the weights after the batch before.
             self.resume.drop_after(global_step(self.model) - 2 * self.model.updates_per_batch)
             raise TrainingDiverged(
-                f"The training loss became {_scalar(loss)} at step {batches_done(self.model)}. "
+                f"The training loss became {float(loss)} at step {batches_done(self.model)}. "
                 f"{self.resume.kept()}; lower --learning_rate (or the pairing weights) and start again"
             )
         atomic.stop_point("batch")
+        if not self.every:
+            return  # no step read per batch when only epoch ends save
         done = batches_done(self.model)
-        if self.every and done % self.every == 0 and done % self.resume.steps_per_epoch:
+        if done % self.every == 0 and done % self.resume.steps_per_epoch:
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
