@@ -101,11 +101,6 @@ class RunDir:
             return set()
         return set(self.ARTIFACTS + tuple(self.EVALUATIONS.values())) & set(self.entries())
 
-    def foreign(self):
-        """The names here that the package did not create, in order."""
-        written = self.written()
-        return [n for n in self.entries() if n not in written]
-
     def record(self, *names):
         """Adds ``names`` to the manifest (before they are created, so that none is unrecorded)."""
         written = self.written()
@@ -120,7 +115,6 @@ class RunDir:
         """Removes what the package created here (the manifest's names), and nothing else."""
         for name in sorted(self.written()):
             atomic.remove(self.file(name))
-        atomic.remove_temporaries(self.path)
         self._write_manifest(())
 
     def finished(self):
