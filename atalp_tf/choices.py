@@ -15,6 +15,7 @@ class Objective(typing.NamedTuple):
     attack_loss: what its training attack increases: ``"ce"``, the cross-entropy of the
         labels, or ``"kl"``, the KL divergence from the clean prediction (TRADES, whose attack
         starts next to x, where that KL has no gradient).
+    attention: its loss pairs the attention maps of the network's stages.
     """
 
     adversarial: bool
@@ -22,6 +23,7 @@ class Objective(typing.NamedTuple):
     clean_ce: bool
     bn_batches: str = "joint"
     attack_loss: str = "ce"
+    attention: bool = False
 
 
 # The training objectives. Adding a method: a row here and its loss in models/objectives.py.
@@ -29,8 +31,8 @@ OBJECTIVES = {
     "standard": Objective(adversarial=False, paired=False, clean_ce=False),
     "pat": Objective(adversarial=True, paired=False, clean_ce=False),
     "alp": Objective(adversarial=True, paired=True, clean_ce=True),
-    "at": Objective(adversarial=True, paired=True, clean_ce=True),
-    "at_alp": Objective(adversarial=True, paired=True, clean_ce=True),
+    "at": Objective(adversarial=True, paired=True, clean_ce=True, attention=True),
+    "at_alp": Objective(adversarial=True, paired=True, clean_ce=True, attention=True),
     "trades": Objective(adversarial=True, paired=True, clean_ce=False, bn_batches="separate", attack_loss="kl"),
 }
 METHODS = tuple(OBJECTIVES)

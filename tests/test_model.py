@@ -73,9 +73,17 @@ def test_constructor_rejects_bad_arguments():
         RobustClassifier(backbone, method="alp", alpha=-1, train_attack=ATTACK)
     with pytest.raises(ValueError, match="pass `train_attack`"):
         RobustClassifier(backbone, method="pat")
-    plain = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    with pytest.raises(ValueError, match="must return a dict"):
-        RobustClassifier(plain, method="standard")
+    plain = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(4, 3, name="features"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.raises(ValueError, match=r"Pass `stages=\[layer names\]`.*\['features'\]"):
+        RobustClassifier(plain, method="at_alp", train_attack=ATTACK)
+    with pytest.raises(ValueError, match=r"names \['nope'\], which are not layers.*\['features'\]"):
+        RobustClassifier(plain, method="at", train_attack=ATTACK, stages=["nope"])
+    with pytest.raises(ValueError, match="ends in a softmax"):
+        RobustClassifier(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]),
+                         method="standard")
+    with pytest.raises(ValueError, match="must be built on an input"):
+        RobustClassifier(keras.Sequential([keras.layers.Dense(3)]), method="standard")
 
 
 def test_test_step_reports_clean_and_pgd_accuracy(standard_model, digits16):

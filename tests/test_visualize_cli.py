@@ -175,5 +175,5 @@ def test_a_plain_keras_classifier_gets_its_landscape_and_a_paragraph_for_attenti
     )
     written = session.landscape(grid=3)
     assert "landscape_plain_img0.csv" in written
-    with pytest.raises(UserError, match="without stage outputs .* use the landscape command"):
+    with pytest.raises(UserError, match="has no stage outputs.* use the landscape command"):
         session.attention()

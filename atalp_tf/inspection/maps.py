@@ -23,8 +23,8 @@ import tensorflow as tf
 from atalp_tf import losses
 from atalp_tf.attacks import core
 from atalp_tf.errors import MissingPath
-from atalp_tf.models.backbones import STAGES
 from atalp_tf.models.classifier import network_of
+from atalp_tf.models.classifier import stages_of
 
 
 def load_image(path, shape):
@@ -61,7 +61,7 @@ def stage_attention(model, images):
     """``{stage: [B, H_j, W_j]}`` attention maps, each L2-normalised per image."""
     outputs = network_of(model)(tf.convert_to_tensor(images, tf.float32), training=False)
     maps = {}
-    for stage in STAGES:
+    for stage in stages_of(model):
         features = outputs[stage]
         flat = losses.attention_map(features)
         maps[stage] = tf.reshape(flat, tf.shape(features)[:3]).numpy()
@@ -87,7 +87,7 @@ def part_activation(model, images, masks):
         )
     outputs = network_of(model)(tf.convert_to_tensor(images, tf.float32), training=False)
     shares = {}
-    for stage in STAGES:
+    for stage in stages_of(model):
         energy = _energy(outputs[stage])
         grid = energy.shape[1:3]
         # Area averaging: each grid cell gets the fraction of its pixels the mask covers.
@@ -101,7 +101,7 @@ def part_activation(model, images, masks):
 def part_shares(model, images, masks, labels, attack, batch_size=32):
     """``{stage: {"clean": share, "adv": share}}``: the mean share of attention inside the
     masks, on ``images`` and on ``attack(images, labels)`` (adversarial examples), in batches."""
-    shares = {stage: {"clean": [], "adv": []} for stage in STAGES}
+    shares = {stage: {"clean": [], "adv": []} for stage in stages_of(model)}
     for start in range(0, len(images), batch_size):
         batch, truth = images[start : start + batch_size], labels[start : start + batch_size]
         for kind, pixels in (("clean", batch), ("adv", np.asarray(attack(batch, truth)))):

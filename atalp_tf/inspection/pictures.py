@@ -27,8 +27,7 @@ from atalp_tf.errors import Advice
 from atalp_tf.errors import OutputExists
 from atalp_tf.errors import UserError
 from atalp_tf.inspection import maps
-from atalp_tf.models.backbones import STAGES
-from atalp_tf.runs.loading import has_stages
+from atalp_tf.models.classifier import stages_of
 from atalp_tf.runs.loading import load_classifier
 from atalp_tf.runs.loading import model_shape
 from atalp_tf.runs.rundir import RunDir
@@ -135,13 +134,21 @@ class Session:
             yield temporary
 
     def _need_stages(self, command):
+        """The stage keys every model shares, which ``command`` draws the attention maps of."""
         for name, model in zip(self.names, self.models):
-            if not has_stages(model):
+            if not stages_of(model):
                 raise UserError(
-                    f"Model {name} is a Keras classifier without stage outputs ({', '.join(STAGES)}), and "
-                    f"{command} draws the attention maps of those stages: give a model trained by "
-                    "atalp_tf (a RobustClassifier), or use the landscape command, which needs only the logits"
+                    f"Model {name} has no stage outputs, and {command} draws the attention maps of its "
+                    "stages: give a RobustClassifier of a ResNet, or of a model trained with `stages=[...]`, "
+                    "or use the landscape command, which needs only the logits"
                 )
+        stages = stages_of(self.models[0])
+        if any(stages_of(model) != stages for model in self.models):
+            raise UserError(
+                f"The models' stages differ ({', '.join(f'{n}: {list(stages_of(m))}' for n, m in zip(self.names, self.models))}), "
+                f"and {command} draws them side by side: give models with the same stages"
+            )
+        return stages
 
     def _adversarial(self, model):
         """A compiled PGD against ``model``: ``(images, labels) -> adversarial images``."""
@@ -153,19 +160,19 @@ class Session:
     def attention(self):
         """Per image, a PNG grid of the image, its adversarial version and each stage's map,
         one pair of rows per model; the maps, predictions and labels in ``attention.npz``."""
-        self._need_stages("attention")
+        stages = self._need_stages("attention")
         arrays, rows_per_image = {}, [[] for _ in self.paths]
         for name, model in zip(self.names, self.models):
             adversarial = self._adversarial(model)(self.images, self.labels).numpy()
             for kind, images in (("clean", self.images), ("adv", adversarial)):
                 stage_maps = maps.stage_attention(model, images)
                 predictions = np.argmax(model(images, training=False), -1)
-                for stage in STAGES:
+                for stage in stages:
                     arrays[f"{name}/{kind}/{stage}"] = stage_maps[stage]
                 arrays[f"{name}/{kind}/predicted"] = np.asarray([self.class_names[p] for p in predictions])
                 for index in range(len(self.paths)):
                     title = f"{name} {kind}\npred: {self.class_names[predictions[index]]}"
-                    rows_per_image[index].append((title, images[index], {s: stage_maps[s][index] for s in STAGES}))
+                    rows_per_image[index].append((title, images[index], {s: stage_maps[s][index] for s in stages}))
         arrays["labels"] = np.asarray([self.class_names[label] for label in self.labels])
         with self._output("attention.npz") as temporary:
             np.savez_compressed(temporary, **arrays)
@@ -177,7 +184,7 @@ class Session:
                 truth = f"true: {name}" if self.given else f"no --labels: attacked away from {name}"
                 title = f"{os.path.basename(path)}, {truth}; adversarial: {self._describe_attack()}"
                 with self._output(f"attention_{stem}.png") as temporary:
-                    plots.attention_grid(temporary, image, rows, STAGES, title=title)
+                    plots.attention_grid(temporary, image, rows, stages, title=title)
                 written.append(f"attention_{stem}.png")
         except ImportError as error:
             warnings.warn(Advice(f"No PNG written: {error}"), stacklevel=2)

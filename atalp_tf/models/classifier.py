@@ -47,7 +47,7 @@ from atalp_tf.choices import TRAIN_ATTACKS
 from atalp_tf.choices import resolve_bn_batches
 from atalp_tf.errors import Advice
 from atalp_tf.models import objectives
-from atalp_tf.models.backbones import STAGES
+from atalp_tf.models import stages as stages_lib
 from atalp_tf.models.backbones import walk_layers
 
 
@@ -57,16 +57,24 @@ def network_of(model):
     return getattr(model, "backbone", model)
 
 
+def stages_of(model):
+    """The keys of ``model``'s stage feature maps in its network's output (``()`` for a plain
+    Keras classifier, or a RobustClassifier given none)."""
+    return tuple(getattr(model, "stages", ()))
+
+
 @keras.saving.register_keras_serializable(package="atalp_tf")
 class RobustClassifier(keras.Model):
-    """Wraps a multi-output backbone (``atalp_tf.models.backbones``) and trains it adversarially.
+    """Trains a Keras classifier adversarially.
 
     Calling the model returns logits. ``train_step`` attacks with ``train_attack`` and
     minimises the loss of ``method``; ``test_step`` reports clean accuracy and accuracy under
     ``eval_attack`` (PGD against the true labels).
 
     Args:
-        backbone: functional model returning a dict with ``logits`` and ``conv2``..``conv5``.
+        model: the classifier: a built functional or Sequential Keras model from pixels in
+            [0, 1] (preprocessing inside it) to logits; or a network returning a dict with
+            ``logits`` and its stage feature maps (``atalp_tf.models.backbones``).
         method: one of ``METHODS``.
         alpha: weight of logit pairing (``alp``, ``at_alp``).
         beta: weight of attention pairing (``at``, ``at_alp``).
@@ -79,11 +87,15 @@ class RobustClassifier(keras.Model):
         clean_ce_weight: share ``w`` of clean cross-entropy in ``alp``, ``at`` and ``at_alp``.
         bn_batches: ``joint``, ``separate`` or ``auto`` (the method's reference).
         weight_decay: coefficient of the coupled L2 decay (0: none).
+        stages: the layers whose outputs attention pairing compares (``at``, ``at_alp``): a
+            list of layer names of ``model`` (nested models included), or a dict from a key to
+            a layer name. None: found for keras.applications and keras-hub ResNets; another
+            model with an attention method is refused with a list of candidate layers.
     """
 
     def __init__(
         self,
-        backbone,
+        model,
         method="at_alp",
         alpha=0.5,
         beta=1.0,
@@ -96,6 +108,7 @@ class RobustClassifier(keras.Model):
         clean_ce_weight=0.0,
         bn_batches="auto",
         weight_decay=0.0,
+        stages=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -134,17 +147,31 @@ class RobustClassifier(keras.Model):
         # PGD step: only the command line, where an evaluation step is chosen, questions it.
         for message in training_attack.advice(attack, train_attack) if OBJECTIVES[method].adversarial else []:
             warnings.warn(Advice(message), stacklevel=2)
-        try:
-            outputs = backbone.output
-        except AttributeError:  # a model that was never called on a keras.Input
-            outputs = None
-        missing = {"logits", *STAGES} - set(outputs if isinstance(outputs, dict) else ())
-        if missing:
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"`model` must be a Keras model. Received: model={model!r}")
+        if not model.built or not model.inputs:
             raise ValueError(
-                "`backbone` must return a dict with 'logits' and the stages "
-                f"{STAGES}; missing {sorted(missing)}"
+                f"`model` ({model.name!r}) must be built on an input: create it on a keras.Input, or give "
+                "a Sequential model a keras.Input(shape=...) first"
             )
-        self.backbone = backbone
+        attention = OBJECTIVES[method].attention
+        output = stages_lib.output_of(model)
+        if isinstance(output, dict):
+            if stages is not None:
+                raise ValueError("`stages` is for a model that returns logits; this one returns a dict of its stages")
+            if stages_lib.LOGITS not in output:
+                raise ValueError(f"A `model` returning a dict needs a 'logits' entry; it has {sorted(output)}")
+            self.backbone = model
+            self.stage_layers = None
+            self.stages = tuple(key for key in output if key != stages_lib.LOGITS)
+            if attention and not self.stages:
+                raise ValueError(f"method={method!r} pairs attention maps, and `model` returns no stage outputs")
+        else:
+            stages_lib.check_logits(model)
+            self.stage_layers = stages_lib.resolve(model, stages, required=attention)
+            self.backbone = stages_lib.network(model, self.stage_layers)
+            self.stages = tuple(self.stage_layers)
+        self.classifier = model
         # Everything with weights lives in the already-built backbone; without this flag
         # Keras refuses to export a model that `fit` used but never called.
         self.built = True
@@ -330,7 +357,8 @@ class RobustClassifier(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "model": keras.saving.serialize_keras_object(self.classifier),
+                "stages": self.stage_layers,
                 "method": self.method,
                 "alpha": self.alpha,
                 "beta": self.beta,
@@ -350,7 +378,8 @@ class RobustClassifier(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        # Files from before any classifier could be given name the dict network "backbone".
+        config["model"] = keras.saving.deserialize_keras_object(config.pop("model", None) or config.pop("backbone"))
         # Files from before bn_batches existed trained their halves as one batch.
         config.setdefault("bn_batches", "joint")
         # The step-size warnings were given when the model was first built; a load is not a

@@ -28,7 +28,6 @@ adversarial batch (None where the method has none), and returns the per-example 
 
 from atalp_tf import losses
 from atalp_tf.choices import METHODS
-from atalp_tf.models.backbones import STAGES
 
 
 def _standard(model, labels, clean, adv):
@@ -53,7 +52,9 @@ def _pairing(model, labels, clean, adv, logit_pairing, attention_pairing):
         terms["logit_pairing"] = losses.logit_pairing(clean["logits"], adv["logits"])
         total += model.alpha * terms["logit_pairing"]
     if attention_pairing:
-        terms["attention_pairing"] = losses.attention_pairing([clean[s] for s in STAGES], [adv[s] for s in STAGES])
+        terms["attention_pairing"] = losses.attention_pairing(
+            [clean[s] for s in model.stages], [adv[s] for s in model.stages]
+        )
         total += model.beta * terms["attention_pairing"]
     terms["loss"] = total
     return terms, {"clean": clean["logits"], "adv": adv["logits"]}

@@ -18,7 +18,6 @@ import keras
 from atalp_tf.errors import MissingPath
 from atalp_tf.errors import ModelFileError
 from atalp_tf.models import classifier as _classifier  # also registers RobustClassifier
-from atalp_tf.models.backbones import STAGES
 from atalp_tf.models import preprocessing as _preprocessing  # noqa: F401 (registers CaffePreprocessing)
 from atalp_tf import optimizers as _optimizers  # noqa: F401 (registers OneCycle)
 
@@ -59,12 +58,6 @@ def model_shape(model):
     outputs = network.output
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs
     return int(logits.shape[-1]), tuple(network.input_shape[1:])
-
-
-def has_stages(model):
-    """Whether ``model`` exposes the stage feature maps (conv2..conv5) that attention maps need."""
-    outputs = _classifier.network_of(model).output
-    return isinstance(outputs, dict) and all(stage in outputs for stage in STAGES)
 
 
 def first_examples(batches, count, batch_size):
