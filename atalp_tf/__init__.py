@@ -20,17 +20,57 @@ The packages, from the bottom up (each imports only those before it):
   flags and one call each.
 """
 
+import importlib
 import sys
+import types
 
 __version__ = "0.1.0"
 
-# `python -m atalp_tf.<command>` imports this package before the command parses its flags, and
-# Python sets argv[0] to "-m" while it does. Importing TensorFlow then would make a mistyped
-# flag wait ~5 s for its message, so the commands import what they need after validation.
-# Every other `import atalp_tf` loads the Keras classes at once: that registers them, and
-# `.keras` files that name them load with no further code.
-if sys.argv[:1] != ["-m"]:
-    from atalp_tf.attacks import PGDConfig  # noqa: F401
-    from atalp_tf.models.classifier import RobustClassifier  # noqa: F401
-    from atalp_tf.models.preprocessing import CaffePreprocessing  # noqa: F401
-    from atalp_tf import optimizers  # noqa: F401  (registers the OneCycle schedule)
+# What a user imports, and the module each comes from. Resolved on first use (PEP 562): the
+# command lines import this package before parsing their flags, and a mistyped flag should
+# not wait ~5 s for TensorFlow. ``load_classifier`` registers every Keras class the package's
+# ``.keras`` files name; ``keras.saving.load_model`` needs one of these names used first.
+_EXPORTS = {
+    "RobustClassifier": "atalp_tf.models.classifier",
+    "PGDConfig": "atalp_tf.attacks.pgd",
+    "compile_attack": "atalp_tf.attacks.pgd",
+    "resnet18": "atalp_tf.models.backbones",
+    "keras_resnet": "atalp_tf.models.backbones",
+    "CaffePreprocessing": "atalp_tf.models.preprocessing",
+    "DataConfig": "atalp_tf.datasets.config",
+    "TrainConfig": "atalp_tf.training.config",
+    "train": "atalp_tf.training.trainer:run",
+    "evaluate": "atalp_tf.evaluation.runner:evaluate",
+    "Evaluation": "atalp_tf.evaluation.report",
+    "RobustnessEvaluation": "atalp_tf.evaluation.callback",
+    "load_classifier": "atalp_tf.runs.loading",
+    "export_serving": "atalp_tf.runs.export",
+    "UserError": "atalp_tf.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'atalp_tf' has no attribute {name!r}")
+    module, _, attribute = _EXPORTS[name].partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    # ``train`` and ``evaluate`` are also the command-line modules (``python -m
+    # atalp_tf.train``); importing one would make Python set it as this package's attribute,
+    # hiding the function. Those two names stay the functions.
+    def __setattr__(self, name, value):
+        if name in ("train", "evaluate") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

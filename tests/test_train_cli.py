@@ -1,6 +1,7 @@
 """The train command: flag validation, the flagfiles, and a run that ends in a servable export."""
 
 import glob
+import importlib
 import json
 import os
 import subprocess
@@ -66,7 +67,7 @@ def test_missing_model_dir_is_named():
 
 @pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg"))))
 def test_every_flagfile_opens_with_its_purpose_and_builds_a_config(flagfile, tmp_path, monkeypatch):
-    from atalp_tf import train
+    train = importlib.import_module("atalp_tf.train")  # the command-line module, not atalp_tf.train()
 
     with open(flagfile) as f:
         first_lines = f.read().split("\n", 2)[:2]
@@ -87,7 +88,7 @@ def test_every_flagfile_opens_with_its_purpose_and_builds_a_config(flagfile, tmp
 
 @pytest.mark.parametrize("attack, step, steps", [("pgd", 0.25, 7), ("fgsm_rs", 1.25, 1), ("free", 1.0, 1)])
 def test_each_training_attack_gets_its_papers_step_size_unless_given(attack, step, steps, tmp_path):
-    from atalp_tf import train
+    train = importlib.import_module("atalp_tf.train")  # the command-line module, not atalp_tf.train()
 
     try:
         flags.FLAGS(["train", f"--model_dir={tmp_path}", f"--attack={attack}", "--eps=8/255"])

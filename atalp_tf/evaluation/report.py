@@ -1,7 +1,9 @@
-"""A robustness evaluation as a terminal table, JSON, CSV and figure, and the one function that
-evaluates a model into a directory (``evaluate_into``: the evaluate command and the suites)."""
+"""A robustness evaluation as an ``Evaluation`` (what ``atalp_tf.evaluate`` returns), a terminal
+table, JSON, CSV and figure, and the one function that evaluates a model into a directory
+(``evaluate_into``: the evaluate command and the suites)."""
 
 import csv
+import dataclasses
 import os
 
 from atalp_tf import atomic
@@ -9,6 +11,7 @@ from atalp_tf import pixels
 from atalp_tf import plots
 from atalp_tf.evaluation import checks as robustness_checks
 from atalp_tf.evaluation import robustness
+from atalp_tf.evaluation.outcomes import Report
 from atalp_tf.runs.rundir import writing_into
 
 CSV_FIELDS = ("name", "attack", "box", "eps", "eps_255", "steps", "restarts", "step_size", "accuracy")
@@ -93,32 +96,89 @@ def _curves(report):
     return {k: v for k, v in curves.items() if len(v) > 1}
 
 
-def evaluate_into(out_dir, target, batches, specs, *, source=None, seed=0, num_classes=None,
-                  num_batches=None, title="", context=None, log=print, figure=True, eot_samples=None):
-    """Evaluates ``specs`` (``robustness.evaluate``, ``eot_samples`` as there), runs the checks, logs the table and writes
-    ``evaluation.json``, ``evaluation.csv`` and, with ``figure`` and matplotlib,
-    ``accuracy_vs_iterations.png`` to ``out_dir`` (each whole; under the lock of the run
-    ``out_dir`` is in, recorded in its manifest). Returns ``(report, checks, json values,
-    names written)``."""
+@dataclasses.dataclass
+class Evaluation:
+    """What a robustness evaluation found: per attack and per example (``report``, an
+    ``outcomes.Report``), and the checks that flag a figure which may overstate robustness.
+
+    ``worst_case`` is the figure to quote: per eps, the share of examples that every attack
+    at that eps failed on.
+    """
+
+    report: Report
+    checks: list
+    context: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return self.report.clean_accuracy
+
+    @property
+    def accuracy(self) -> dict:
+        """``{attack name: robust accuracy}``, in the plan's order."""
+        return {spec.name: self.report.accuracy(spec) for spec in self.report.specs}
+
+    @property
+    def worst_case(self) -> dict:
+        """``{eps: accuracy}``: robust only where every attack at that eps failed."""
+        return {eps: accuracy for eps, (accuracy, _) in self.report.worst_case().items()}
+
+    @property
+    def warnings(self) -> list:
+        """Names of the checks that fired: reasons to distrust the figures until looked into."""
+        return [check.name for check in self.checks if check.fired]
+
+    def examples(self) -> list:
+        """Per example: label, clean outcome, and per eps its outcome and what broke it."""
+        return self.report.examples()
+
+    def to_json(self) -> dict:
+        """The values ``evaluation.json`` holds (JSON types only)."""
+        return to_json(self.report, self.checks, **self.context)
+
+    def table(self, title="") -> str:
+        return "\n".join(table(self.report, self.checks, title))
+
+    def __str__(self):
+        return self.table()
+
+    def write(self, out_dir, figure=True, log=print):
+        """Writes ``evaluation.json``, ``evaluation.csv`` and, with ``figure`` and matplotlib,
+        ``accuracy_vs_iterations.png`` to ``out_dir``, each whole, under the lock of the run
+        ``out_dir`` is in (recorded in its manifest); returns the names written."""
+        with writing_into(out_dir, "atalp_tf.evaluate"):
+            os.makedirs(out_dir, exist_ok=True)
+            atomic.write_json(os.path.join(out_dir, JSON), self.to_json())
+            write_csv(os.path.join(out_dir, CSV), self.report)
+            written = [JSON, CSV]
+            curves = _curves(self.report) if figure else {}
+            if curves:
+                try:
+                    with atomic.replacing(os.path.join(out_dir, FIGURE)) as temporary:
+                        plots.accuracy_curves(temporary, curves, self.report.clean_accuracy)
+                    written.append(FIGURE)
+                except ImportError as error:
+                    log(f"No PNG written: {error}")
+        return written
+
+
+def run(target, batches, specs, *, source=None, seed=0, num_classes=None, num_batches=None, context=None,
+        log=None, eot_samples=None):
+    """Evaluates ``specs`` (``robustness.evaluate``, the arguments as there) and runs the checks."""
     report = robustness.evaluate(
         target, batches, specs, source=source, seed=seed, num_classes=num_classes, log=log,
         num_batches=num_batches, eot_samples=eot_samples,
     )
-    checks = robustness_checks.run_checks(report)
-    for line in table(report, checks, title):
+    return Evaluation(report, robustness_checks.run_checks(report), dict(context or {}))
+
+
+def evaluate_into(out_dir, target, batches, specs, *, source=None, seed=0, num_classes=None,
+                  num_batches=None, title="", context=None, log=print, figure=True, eot_samples=None):
+    """``run``, then logs the table and writes the files to ``out_dir`` (``Evaluation.write``).
+    Returns ``(report, checks, json values, names written)``."""
+    evaluation = run(target, batches, specs, source=source, seed=seed, num_classes=num_classes,
+                     num_batches=num_batches, context=context, log=log, eot_samples=eot_samples)
+    for line in table(evaluation.report, evaluation.checks, title):
         log(line)
-    values = to_json(report, checks, **(context or {}))
-    with writing_into(out_dir, "atalp_tf.evaluate"):
-        os.makedirs(out_dir, exist_ok=True)
-        atomic.write_json(os.path.join(out_dir, JSON), values)
-        write_csv(os.path.join(out_dir, CSV), report)
-        written = [JSON, CSV]
-        curves = _curves(report) if figure else {}
-        if curves:
-            try:
-                with atomic.replacing(os.path.join(out_dir, FIGURE)) as temporary:
-                    plots.accuracy_curves(temporary, curves, report.clean_accuracy)
-                written.append(FIGURE)
-            except ImportError as error:
-                log(f"No PNG written: {error}")
-    return report, checks, values, written
+    written = evaluation.write(out_dir, figure=figure, log=log)
+    return evaluation.report, evaluation.checks, evaluation.to_json(), written

@@ -95,13 +95,20 @@ def output_of(model):
         return model.outputs[0] if model.outputs and len(model.outputs) == 1 else model.outputs
 
 
-def check_logits(model):
-    """Raises ``ValueError`` when ``model`` ends in a softmax: the objectives need logits."""
-    output = output_of(model)
-    last = getattr(output, "_keras_history", None)
-    layer = last.operation if last else None
+def softmax_layer(model):
+    """The layer that makes ``model``'s output, if it applies a softmax; else None."""
+    history = getattr(output_of(model), "_keras_history", None)
+    layer = history.operation if history else None
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.Softmax) or getattr(activation, "__name__", "") == "softmax":
+        return layer
+    return None
+
+
+def check_logits(model):
+    """Raises ``ValueError`` when ``model`` ends in a softmax: the objectives need logits."""
+    layer = softmax_layer(model)
+    if layer is not None:
         raise ValueError(
             f"{model.name!r} ends in a softmax (layer {layer.name!r}), but training needs the logits before "
             "it: build the model with a linear last layer (for keras.applications, "

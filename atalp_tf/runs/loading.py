@@ -18,12 +18,16 @@ import keras
 from atalp_tf.errors import MissingPath
 from atalp_tf.errors import ModelFileError
 from atalp_tf.models import classifier as _classifier  # also registers RobustClassifier
+from atalp_tf.models import stages as _stages
 from atalp_tf.models import preprocessing as _preprocessing  # noqa: F401 (registers CaffePreprocessing)
 from atalp_tf import optimizers as _optimizers  # noqa: F401 (registers OneCycle)
 
 
 def load_classifier(path, *, num_classes=None, image_shape=None):
-    """Loads a ``.keras`` model in Keras' safe mode and checks it fits what the caller expects.
+    """Loads a ``.keras`` model in Keras' safe mode, checks it fits what the caller expects, and
+    compiles it so that ``model.evaluate`` works at once: a ``RobustClassifier`` with its own
+    metrics (clean and PGD accuracy), another classifier with cross-entropy and accuracy. Call
+    ``compile`` again with an optimizer to train it further.
 
     Safe mode refuses files that would run code on loading (``Lambda`` layers, pickled
     functions). Raises ``ModelFileError`` (a ``ValueError``) naming the file when it cannot be
@@ -48,7 +52,20 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
         ) from None
     except (TypeError, ValueError) as error:
         raise ModelFileError(_load_problem(path, str(error))) from None
-    return check_classifier(model, path, num_classes=num_classes, image_shape=image_shape)
+    check_classifier(model, path, num_classes=num_classes, image_shape=image_shape)
+    return compiled(model)
+
+
+def compiled(model):
+    """``model`` compiled for evaluation (``load_classifier``)."""
+    if isinstance(model, _classifier.RobustClassifier):
+        model.compile()
+    else:
+        model.compile(
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=_stages.softmax_layer(model) is None),
+            metrics=["sparse_categorical_accuracy"],
+        )
+    return model
 
 
 def model_shape(model):
