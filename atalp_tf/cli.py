@@ -56,18 +56,25 @@ class PixelListParser(flags.ArgumentParser):
         return "pixel values"
 
 
+# absl credits a flag to the module that defines it, and --help shows the main module's: the
+# flags defined here belong to the command that asked for them.
+flags.disclaim_key_flags()
+
+
+class PixelSerializer(flags.ArgumentSerializer):
+    """Pixel values as a user writes them (``8/255``), in ``--helpfull`` and flagfiles."""
+
+    def serialize(self, value):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return ",".join(pixels.fraction(v) for v in values)
+
+
 def DEFINE_pixel_value(name, default, help_text, **kwargs):  # noqa: N802 (absl's naming)
-    return flags.DEFINE(
-        PixelValueParser(), name, default, help_text, serializer=flags.ArgumentSerializer(),
-        module_name=_caller(), **kwargs,
-    )
+    return flags.DEFINE(PixelValueParser(), name, default, help_text, serializer=PixelSerializer(), **kwargs)
 
 
 def DEFINE_pixel_list(name, default, help_text, **kwargs):  # noqa: N802 (absl's naming)
-    return flags.DEFINE(
-        PixelListParser(), name, default, help_text, serializer=flags.CsvListSerializer(","),
-        module_name=_caller(), **kwargs,
-    )
+    return flags.DEFINE(PixelListParser(), name, default, help_text, serializer=PixelSerializer(), **kwargs)
 
 
 _EXISTS = {"directory": os.path.isdir, "file": os.path.isfile, "path": os.path.exists}
@@ -85,15 +92,21 @@ def require_existing(name, kind, requirement, *, required=False):
     flags.register_validator(name, check, message=f"--{name} must {requirement}")
 
 
-def _caller():
-    # absl lists a flag under the module that defines it, and --help shows the main module's:
-    # credit the command that called us, not this module.
-    return sys._getframe(2).f_globals["__name__"]
+def command_flags():
+    """Names of the flags the running command defines, in the order it defines them."""
+    return [flag.name for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0])]
 
 
-def grouped_help(title, groups):
-    """``--help`` text: ``title``, then each group's flags with their defaults as written
-    (``8/255``, not 0.0313725...)."""
+def grouped_help(title, groups=None):
+    """``--help`` text: ``title``, then each group's flags (all of the command's under "flags"
+    when ``groups`` is None) with their defaults as written (``8/255``, not 0.0313725...)."""
+    own = command_flags()
+    groups = groups or {"flags": own}
+    listed = [name for names in groups.values() for name in names]
+    unlisted = [name for name in own if name not in listed]
+    twice = sorted({name for name in listed if listed.count(name) > 1})
+    if unlisted or twice:
+        raise AssertionError(f"help groups leave out {unlisted} and list {twice} twice")
     lines = [title.strip(), ""]
     for group, names in groups.items():
         lines.append(f"{group}:")
@@ -142,14 +155,14 @@ def _import_tensorflow_quietly():
         os.close(saved)
 
 
-def command(program, body, help_text=None):
+def command(program, body, doc, groups=None):
     """``main(argv)`` for ``absl.app.run``: the preamble around ``body(argv)``.
 
-    ``help_text`` (a callable returning a string) replaces absl's flat flag list for ``--help``.
+    ``--help`` prints ``doc`` and the command's flags in ``groups`` (``grouped_help``), in
+    place of absl's alphabetical list; ``--helpfull`` stays absl's, every flag included.
     """
-    if help_text and any(arg in ("--help", "-h", "-?") for arg in sys.argv[1:]):
-        # absl would list the flags alphabetically; ours come grouped, defaults as written.
-        print(help_text())
+    if any(arg in ("--help", "-h", "-?") for arg in sys.argv[1:]):
+        print(grouped_help(doc, groups))
         sys.exit(0)
 
     def main(argv):

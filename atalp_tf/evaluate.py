@@ -75,6 +75,14 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default MODEL_D
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an earlier evaluation in --out_dir.")
 
 
+_GROUPS = {
+    "model": ["model", "checkpoint", "source_model", "source_checkpoint", "import", "bpda"],
+    "data": ["dataset", "data_dir", "image_size", "split", "num_examples", "batch_size"],
+    "attacks": ["eps", "attacks", "steps", "restarts", "step_size", "queries", "num_targets", "eot_samples", "seed"],
+    "output": ["out_dir", "overwrite"],
+}
+
+
 cli.require_existing("model", "path", "be an existing .keras file, model_dir or export directory", required=True)
 cli.require_existing("source_model", "path", "be an existing .keras file, model_dir or export directory")
 
@@ -122,4 +130,4 @@ def _evaluate(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.command("atalp_tf.evaluate", _evaluate))
+    app.run(cli.command("atalp_tf.evaluate", _evaluate, __doc__, _GROUPS))

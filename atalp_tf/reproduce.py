@@ -57,4 +57,4 @@ def _reproduce(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.command("atalp_tf.reproduce", _reproduce))
+    app.run(cli.command("atalp_tf.reproduce", _reproduce, __doc__))

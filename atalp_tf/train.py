@@ -384,10 +384,6 @@ _GROUPS = {
 }
 
 
-def _help():
-    return cli.grouped_help(__doc__, _GROUPS)
-
-
 def _train(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -400,4 +396,4 @@ def _train(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.command("atalp_tf.train", _train, help_text=_help))
+    app.run(cli.command("atalp_tf.train", _train, __doc__, _GROUPS))

@@ -47,6 +47,13 @@ _RADIUS = DEFINE_pixel_value("radius", "16/255", "landscape: largest offset alon
 _GRID = flags.DEFINE_integer("grid", 21, "landscape: points per direction (odd: centre included).", lower_bound=3)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of PGD's random start and the Rademacher direction.")
 
+_GROUPS = {
+    "models and images": ["models", "names", "images", "image_dir", "max_images", "labels", "mask_dir"],
+    "attack (attention, parts)": ["eps", "step_size", "steps", "seed"],
+    "landscape": ["radius", "grid"],
+    "output": ["out_dir", "overwrite"],
+}
+
 
 cli.require_existing("models", "path", "list existing .keras files or training model_dirs", required=True)
 cli.require_existing("images", "file", "list existing image files")
@@ -74,4 +81,4 @@ def _visualize(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.command("atalp_tf.visualize", _visualize))
+    app.run(cli.command("atalp_tf.visualize", _visualize, __doc__, _GROUPS))

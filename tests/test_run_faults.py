@@ -528,7 +528,7 @@ def test_the_command_lines_print_a_full_disk_as_one_paragraph(capsys):
         raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/model.keras")
 
     with pytest.raises(SystemExit) as stopped:
-        cli.command("atalp_tf.train", body)(["train"])
+        cli.command("atalp_tf.train", body, "")(["train"])
     assert stopped.value.code == 1
     error = capsys.readouterr().err
     assert error.startswith("atalp_tf.train: error: Could not write /runs/x/model.keras: the disk is full")
