@@ -1,6 +1,7 @@
 """The names the library accepts, each list defined once, importable without TensorFlow so the
 command lines can validate flags before any work starts."""
 
+import os
 import typing
 
 
@@ -57,12 +58,33 @@ def resolve_bn_batches(method, bn_batches):
 # decay, an L2 term whose gradient wd * w goes through momentum with the loss's.
 WEIGHT_DECAY_TYPES = ("decoupled", "l2")
 ARCHITECTURES = ("resnet18", "resnet50", "resnet101", "resnet152")
+# Besides these, a keras-hub ResNet preset: "hub:NAME" (a preset keras-hub knows, such as
+# hub:resnet_50_imagenet), a kaggle:// or hf:// handle, or a local preset directory.
+HUB_PREFIX = "hub:"
+ARCHITECTURE_NAMES = (f"one of {', '.join(ARCHITECTURES)}, or a keras-hub ResNet preset: {HUB_PREFIX}NAME, "
+                      "a kaggle:// or hf:// handle, or a preset directory")
+
+
+def is_hub_preset(name):
+    """Whether ``name`` names a keras-hub preset rather than one of ``ARCHITECTURES``."""
+    return name.startswith(HUB_PREFIX) or "://" in name or (name not in ARCHITECTURES and os.path.isdir(name))
+
+
+def is_architecture(name):
+    return name in ARCHITECTURES or is_hub_preset(name)
+
+
 # The smallest image side each takes: resnet18 halves it three times (CIFAR-style stem);
-# keras.applications ResNets refuse anything under 32.
+# keras.applications ResNets refuse anything under 32, and keras-hub's stem divides by 32 too.
 MIN_IMAGE_SIZE = {"resnet18": 8, "resnet50": 32, "resnet101": 32, "resnet152": 32}
+HUB_MIN_IMAGE_SIZE = 32
+
+
+def min_image_size(architecture):
+    return MIN_IMAGE_SIZE.get(architecture, HUB_MIN_IMAGE_SIZE)
 # Besides these, "tfds:NAME" names any TensorFlow Datasets image classification set.
 ARRAY_DATASETS = ("digits", "cifar10")  # held in memory whole; their images have a native size
-FILE_DATASETS = ("flowers17", "folder")  # image files under --data_dir; they need --image_size
+FILE_DATASETS = ("flowers17", "folder")  # image files under `data_dir`; they need `image_size`
 DATASETS = ARRAY_DATASETS + FILE_DATASETS
 DATASET_NAMES = f"one of {', '.join(DATASETS)}, or tfds:NAME for a TensorFlow Datasets set"
 

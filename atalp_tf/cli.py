@@ -7,11 +7,13 @@ this, and it imports no TensorFlow before the flags are parsed: a mistyped flag 
 The preamble (``command``) quiets TensorFlow's start-up noise (C++ logs, absl warnings,
 other libraries' Python warnings) unless ``--verbosity`` is given, importing TensorFlow only
 then, shows this package's advice as one line each, and turns a ``UserError`` (or a full disk
-or a folder it may not write) into one paragraph on stderr (exit 1) and Ctrl-C into one line
+or a folder it may not write) into one paragraph on stderr (exit 1), the library's argument
+names in it written as the command's flags (``as_flags``), and Ctrl-C into one line
 (exit 130). Any other exception is a bug and keeps its traceback.
 """
 
 import os
+import re
 import sys
 import textwrap
 import warnings
@@ -127,11 +129,33 @@ def grouped_help(title, groups=None):
 
 _PROGRAM = ["atalp_tf"]
 _SHOW_WARNING = warnings.showwarning
+_ARGUMENT = re.compile(r"`([a-z_][a-z0-9_]*)(=[^`]*)?`")
+
+
+def as_flags(text):
+    """``text`` with the library's argument names (```name```, ```name=value```) as this command's
+    flags (``--name``, ``--name=value``; ``=True`` and ``=False`` as ``--name`` and ``--noname``);
+    names that are not flags of the command stay as they are."""
+
+    def flag(match):
+        name, value = match.group(1), match.group(2) or ""
+        if name not in flags.FLAGS:
+            return match.group(0)
+        if value in ("=True", "=False"):
+            return f"--{'' if value == '=True' else 'no'}{name}"
+        return f"--{name}{value}"
+
+    return _ARGUMENT.sub(flag, str(text))
+
+
+def log(line):
+    """Prints a line of the library's progress as the command line says it (``as_flags``)."""
+    print(as_flags(line), flush=True)
 
 
 def _show_advice(message, category, filename, lineno, file=None, line=None):
     if issubclass(category, Advice):
-        print(f"{_PROGRAM[0]}: warning: {message}", file=sys.stderr, flush=True)
+        print(f"{_PROGRAM[0]}: warning: {as_flags(message)}", file=sys.stderr, flush=True)
     else:
         _SHOW_WARNING(message, category, filename, lineno, file, line)
 
@@ -186,14 +210,14 @@ def command(program, body, doc, groups=None):
             print(f"\n{program}: interrupted", file=sys.stderr)
             sys.exit(130)
         except UserError as error:
-            print(f"{program}: error: {error}", file=sys.stderr)
+            print(f"{program}: error: {as_flags(error)}", file=sys.stderr)
             sys.exit(1)
         except OSError as error:
             # A full disk or a folder without permission is the machine's, not a bug of ours.
             message = atomic.os_error_message(error)
             if message is None:
                 raise
-            print(f"{program}: error: {message}", file=sys.stderr)
+            print(f"{program}: error: {as_flags(message)}", file=sys.stderr)
             sys.exit(1)
 
     return main

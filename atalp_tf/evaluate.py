@@ -124,7 +124,7 @@ def _evaluate(argv):
         data_dir=_DATA_DIR.value, image_size=_IMAGE_SIZE.value, split=_SPLIT.value,
         num_examples=_NUM_EXAMPLES.value, batch_size=_BATCH_SIZE.value, bpda=_BPDA.value,
         eot_samples=_EOT_SAMPLES.value,
-        log=lambda line: print(line, flush=True),
+        log=cli.log,
     )
     print("Wrote " + ", ".join(written))
 

@@ -50,7 +50,7 @@ def _reproduce(argv):
     started = time.time()
     lines = runner.run_suite(
         SUITES[_SUITE.value], out_dir, data_overrides={"data_dir": _DATA_DIR.value} if _DATA_DIR.value else None,
-        mask_dir=_MASK_DIR.value, models_from=_MODELS_FROM.value, weights=_WEIGHTS.value,
+        mask_dir=_MASK_DIR.value, models_from=_MODELS_FROM.value, weights=_WEIGHTS.value, log=cli.log,
     )
     print("\n".join(lines))
     print(f"\nWrote {out_dir}/table.md and table.csv in {(time.time() - started) / 60:.1f} min")

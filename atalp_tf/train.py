@@ -67,7 +67,11 @@ _SPLIT_INDEX = flags.DEFINE_integer(
     upper_bound=3,
 )
 
-_ARCHITECTURE = flags.DEFINE_enum("architecture", "resnet18", choices.ARCHITECTURES, "Backbone.")
+_ARCHITECTURE = flags.DEFINE_string(
+    "architecture", "resnet18",
+    f"Backbone: {choices.ARCHITECTURE_NAMES} (pip install -e '.[hub]'; its weights come with it).",
+)
+flags.register_validator("architecture", choices.is_architecture, f"--architecture must be {choices.ARCHITECTURE_NAMES}")
 _WIDTH = flags.DEFINE_integer(
     "width", 64, "Channels of resnet18's first stage (64 is standard).", lower_bound=1
 )
@@ -199,11 +203,12 @@ def _check_weights(value):
 
 @flags.multi_flags_validator(
     ["weights", "architecture"],
-    "--weights=imagenet needs --architecture=resnet50, resnet101 or resnet152; resnet18 trains "
-    "from scratch",
+    "--weights needs --architecture=resnet50, resnet101 or resnet152; resnet18 trains from scratch, "
+    "and a keras-hub preset brings its own weights",
 )
 def _check_pretrained(values):
-    return values["weights"] == "none" or values["architecture"] != "resnet18"
+    architecture = values["architecture"]
+    return values["weights"] == "none" or (architecture != "resnet18" and not choices.is_hub_preset(architecture))
 
 
 flags.register_validator("dataset", choices.is_dataset, f"--dataset must be {choices.DATASET_NAMES}")
@@ -230,7 +235,7 @@ def _check_image_size(values):
 )
 def _check_size_for_architecture(values):
     size = values["image_size"] or choices.NATIVE_IMAGE_SIZE.get(values["dataset"])
-    least = choices.MIN_IMAGE_SIZE[values["architecture"]]
+    least = choices.min_image_size(values["architecture"])
     if size and size < least:
         given = (
             f"--image_size={size}" if values["image_size"]
@@ -392,7 +397,7 @@ def _train(argv):
     from atalp_tf.training import trainer
 
     atomic.stop_point("imports")
-    print("\n".join(trainer.summary(trainer.run(config))))
+    print(cli.as_flags("\n".join(trainer.summary(trainer.run(config, log=cli.log)))))
 
 
 if __name__ == "__main__":

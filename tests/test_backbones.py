@@ -97,14 +97,14 @@ def test_weights_that_do_not_fit_or_cannot_be_downloaded_say_what_to_do(resnet50
     with pytest.raises(WeightsError) as wrong:
         backbones.keras_resnet("resnet101", 5, (32, 32, 3), weights=path)
     message = str(wrong.value)
-    assert message.startswith(f"--weights={path} does not fit resnet101")
+    assert message.startswith(f"`weights={path}` does not fit resnet101")
     assert "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5" in message and len(message) < 700
 
     def offline(**kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] Temporary failure")
 
     monkeypatch.setitem(backbones._KERAS_RESNETS, "resnet50", (offline, (3, 4, 6, 3)))
-    with pytest.raises(WeightsError, match="On a machine without network, fetch that file elsewhere and pass --weights"):
+    with pytest.raises(WeightsError, match="On a machine without network, fetch that file elsewhere and pass `weights="):
         backbones.keras_resnet("resnet50", 5, (32, 32, 3), weights="imagenet")
 
 

@@ -190,7 +190,7 @@ def test_corrupt_and_non_image_files_are_reported_by_path(odd_folder, tmp_path):
     message = str(error.value)
     for path in (corrupt, stray, empty):
         assert str(path) in message
-    assert "3 file(s)" in message and "--bad_images=skip" in message
+    assert "3 file(s)" in message and "`bad_images=skip`" in message
 
     data = _folder(odd_folder, tmp_path, bad_images="skip")
     assert sorted(p for p, _ in data.skipped) == sorted(map(str, (corrupt, empty, stray)))
@@ -282,7 +282,7 @@ def test_cifar10_offline_says_where_to_get_it(monkeypatch):
         raise Exception("URL fetch failure on https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz: None -- [Errno -3]")
 
     monkeypatch.setattr(tf.keras.datasets.cifar10, "load_data", offline)
-    with pytest.raises(DataError, match="pass --data_dir=DIR holding it: data/README.md says how"):
+    with pytest.raises(DataError, match="pass `data_dir=DIR` holding it: data/README.md says how"):
         datasets.load(datasets.DataConfig("cifar10", batch_size=8))
 
 

@@ -190,8 +190,8 @@ def test_export_serves_float_and_uint8_in_a_process_without_the_package(exported
     assert result.returncode == 0, result.stderr[-2000:]
     assert "OK" in result.stdout
     lines = result.stdout.splitlines()
-    # Exactly the two documented signatures, declaring the real input shape.
-    assert "SIGNATURES ['serve_uint8', 'serving_default']" in lines
+    # Exactly the documented signatures, declaring the real input shape.
+    assert "SIGNATURES ['class_names', 'serve_bytes', 'serve_uint8', 'serving_default']" in lines
     assert "SHAPE (None, 8, 8, 1)" in lines
     assert "EMPTY (0, 10) (0,)" in lines
     refused = {line.split()[1]: line for line in lines if line.startswith("REFUSED")}
@@ -224,7 +224,7 @@ def test_a_run_from_before_the_training_attacks_resumes_with_their_defaults(tmp_
     (tmp_path / "run_config.json").write_text(json.dumps(older))
     _checkpoint_in(tmp_path)
     assert rundir.plan(config).resumes is True
-    with pytest.raises(rundir.ModelDirInUse, match="--attack: pgd then, free now"):
+    with pytest.raises(rundir.ModelDirInUse, match="`attack`: pgd then, free now"):
         rundir.plan(config.replace(attack="free"))
 
 
@@ -249,7 +249,7 @@ def test_a_run_from_before_bn_batches_resumes_only_if_its_batches_are_unchanged(
     if resumes:
         assert rundir.plan(config).resumes is True
     else:
-        with pytest.raises(rundir.ModelDirInUse, match="--bn_batches: joint then, separate now"):
+        with pytest.raises(rundir.ModelDirInUse, match="`bn_batches`: joint then, separate now"):
             rundir.plan(config)
 
 
@@ -337,8 +337,8 @@ def test_another_configuration_is_refused_naming_the_flags_that_differ(tmp_path)
     with pytest.raises(rundir.ModelDirInUse) as refused:
         rundir.plan(other)
     message = str(refused.value)
-    assert "--batch_size: 128 then, 8 now" in message
-    assert "--eps: 0.1 then, 8/255 now" in message and "--step_size: 0.025 then, 2/255 now" in message
+    assert "`batch_size`: 128 then, 8 now" in message
+    assert "`eps`: 0.1 then, 8/255 now" in message and "`step_size`: 0.025 then, 2/255 now" in message
     assert "{" not in message and "data:" not in message  # flags, not internal dicts
 
 

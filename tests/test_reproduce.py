@@ -113,7 +113,7 @@ def test_table3_measures_part_attention_of_models_it_trained_or_was_given(tmp_pa
                       num_examples=6),
         methods=("at_alp",),
     )
-    with pytest.raises(FileNotFoundError, match="--mask_dir"):
+    with pytest.raises(FileNotFoundError, match="`mask_dir`"):
         reproduction.run_suite(suite, str(tmp_path / "nothing"), mask_dir=str(tmp_path / "no_masks"))
     lines = reproduction.run_suite(suite, str(tmp_path / "trained"), mask_dir=str(masks))
     with open(tmp_path / "trained" / "table.csv") as f:

@@ -266,7 +266,7 @@ def test_all_checkpoints_unreadable_is_one_paragraph_that_keeps_them(tmp_path, s
         if name.endswith(".index"):
             (model_dir / "resume" / name).write_bytes(b"garbage")
     before = _everything(model_dir)
-    with pytest.raises(DamagedFile, match="None of the checkpoints .* can be read.*--overwrite"):
+    with pytest.raises(DamagedFile, match="None of the checkpoints .* can be read.*`overwrite=True`"):
         _train(_config(model_dir, checkpoint_steps=5))
     assert _everything(model_dir) == before
 

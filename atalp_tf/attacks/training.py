@@ -56,13 +56,13 @@ def advice(kind, config):
         ]
     if kind in ("pgd", "free") and step > eps * (1 + 1e-6):
         return [
-            f"--step_size={pixels.fraction(step)} is larger than --eps={pixels.fraction(eps)}: every PGD "
+            f"`step_size={pixels.fraction(step)}` is larger than `eps={pixels.fraction(eps)}`: every PGD "
             "step lands on the ball's surface, so the attack is no stronger than FGSM; the usual step is "
             "eps / 4 (the default)"
         ]
     if kind == "eval" and step > eps * (1 + 1e-6):
         return [
-            f"--eval_step_size={pixels.fraction(step)} is larger than the evaluation eps "
+            f"`eval_step_size={pixels.fraction(step)}` is larger than the evaluation eps "
             f"{pixels.fraction(eps)}: validation and test PGD will be weak; the default is eps / 4"
         ]
     return []

@@ -66,10 +66,10 @@ def load(config, saved_split=None):
     elif config.name.startswith("tfds:"):
         data = tfds.splits(config)
     else:
-        raise DataError(f"Unknown dataset {config.name!r} (--dataset): give {DATASET_NAMES}")
+        raise DataError(f"Unknown dataset {config.name!r} (`dataset`): give {DATASET_NAMES}")
     if data.sizes["train"] < config.batch_size:
         raise DataError(
-            f"--batch_size={config.batch_size} is larger than the {data.sizes['train']} training "
+            f"`batch_size={config.batch_size}` is larger than the {data.sizes['train']} training "
             f"images of {config.name!r}: lower it"
         )
     return data

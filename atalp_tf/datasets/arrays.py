@@ -54,9 +54,9 @@ def _cifar10_local(data_dir):
             if all(name in members for name in _CIFAR10_BATCHES):
                 return [_cifar10_batch(tar.extractfile(members[name])) for name in _CIFAR10_BATCHES]
     raise MissingPath(
-        f"--data_dir {data_dir} holds neither cifar-10-python.tar.gz nor the batches it unpacks to "
+        f"`data_dir` {data_dir} holds neither cifar-10-python.tar.gz nor the batches it unpacks to "
         f"({', '.join(_CIFAR10_BATCHES)}); download the archive as data/README.md says, or leave "
-        "--data_dir out to let Keras download it"
+        "`data_dir` out to let Keras download it"
     )
 
 
@@ -70,7 +70,7 @@ def _cifar10_arrays(data_dir=None):
             raise DataError(
                 "CIFAR-10 is downloaded by Keras on first use from www.cs.toronto.edu, and that "
                 f"failed ({str(error).splitlines()[0][:200]}). On a machine without network, "
-                "download cifar-10-python.tar.gz elsewhere and pass --data_dir=DIR holding it: "
+                "download cifar-10-python.tar.gz elsewhere and pass `data_dir=DIR` holding it: "
                 "data/README.md says how"
             ) from None
         batches = [(x_train[i : i + 10000], y_train[i : i + 10000].ravel()) for i in range(0, 50000, 10000)]

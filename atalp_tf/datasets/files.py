@@ -54,9 +54,9 @@ def _file_parts(config, saved_split):
     here from the seed, to be saved (or None)."""
     root = config.data_dir
     if not root:
-        raise DataError(f"dataset {config.name!r} reads files: give their directory (--data_dir)")
+        raise DataError(f"dataset {config.name!r} reads files: give their directory (`data_dir`)")
     if not os.path.isdir(root):
-        raise MissingPath(f"--data_dir {root} does not exist")
+        raise MissingPath(f"`data_dir` {root} does not exist")
     split_path = config.split_file or saved_split
     if split_path and os.path.exists(split_path):
         parts, class_names = _read_split(split_path, root)
@@ -120,7 +120,7 @@ def _predefined_folder_parts(subtrees):
 def _drop_unreadable(parts, policy):
     bad = find_unreadable([p for paths, _ in parts.values() for p in paths])
     if bad and policy == "stop":
-        raise BadImagesError(bad, "Fix or remove them, or pass --bad_images=skip to leave them out.")
+        raise BadImagesError(bad, "Fix or remove them, or pass `bad_images=skip` to leave them out.")
     dropped = {path for path, _ in bad}
     kept = {}
     for part, (paths, labels) in parts.items():
@@ -131,7 +131,7 @@ def _drop_unreadable(parts, policy):
 
 def splits(config, saved_split=None):
     if not config.image_size:
-        raise DataError(f"dataset {config.name!r} needs an image size (--image_size)")
+        raise DataError(f"dataset {config.name!r} needs an image size (`image_size`)")
     if config.bad_images not in BAD_IMAGE_POLICIES:
         raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}. Received: {config.bad_images!r}")
     parts, class_names, split_path, drawn = _file_parts(config, saved_split)

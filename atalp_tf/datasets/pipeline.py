@@ -70,6 +70,22 @@ def _centre_crop(image, size):
     return tf.image.crop_to_bounding_box(image, (shape[0] - size) // 2, (shape[1] - size) // 2, size, size)
 
 
+def evaluation_square(image, image_size, crop_fraction=CENTRE_CROP_FRACTION):
+    """A uint8 ``[H, W, C]`` image of any size as evaluation sees it, float ``[S, S, C]`` in
+    [0, 1]: the shorter side resized to ``image_size / crop_fraction`` and the centre square
+    kept, as for image files (Pillow resizes those; TensorFlow's antialiased bilinear here
+    differs from it by a few levels of 255); with ``crop_fraction=None`` the whole image
+    resized to ``S x S``, as for the array sets."""
+    image = _to_float(image)
+    if crop_fraction is None:
+        return tf.clip_by_value(tf.image.resize(image, (image_size, image_size), antialias=True), 0.0, 1.0)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = round(image_size / crop_fraction) / tf.reduce_min(shape)
+    size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), image_size)
+    resized = tf.clip_by_value(tf.image.resize(image, size, antialias=True), 0.0, 1.0)
+    return _centre_crop(resized, image_size)
+
+
 def _finalize(dataset):
     options = tf.data.Options()
     # Examples, not files, are divided among workers: the file list is one tensor, so

@@ -130,7 +130,7 @@ def black_box_weaker(report, tolerance=0.01):
         for gray in _gray(report, spec.attack, spec.eps) if gray.steps == spec.steps
     ]
     if not pairs:
-        return _not_run("black_box_beats_gray_box", "a black-box attack (--source_model) and its gray-box twin", advice)
+        return _not_run("black_box_beats_gray_box", "a black-box attack (`source_model`) and its gray-box twin", advice)
     stronger = []
     for spec, gray in pairs:
         a_black, a_gray = report.accuracy(spec), report.accuracy(gray)

@@ -59,7 +59,7 @@ def straight_through(model, layer_names):
         layer = next((layer for layer in walk_layers(model) if layer.name == name), None)
         if layer is None:
             raise UserError(
-                f"--bpda={name}: the model has no layer of that name; its layers are "
+                f"`bpda={name}`: the model has no layer of that name; its layers are "
                 f"{', '.join(layer.name for layer in walk_layers(model))}"
             )
         forward = layer.call

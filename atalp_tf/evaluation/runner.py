@@ -128,7 +128,7 @@ def evaluation_data(located, image_shape, *, dataset=None, data_dir=None, image_
     elif located.run_dir:
         config = RunDir(located.run_dir).data_config(data_dir=data_dir, **overrides)
     else:
-        raise MissingPath(f"{located.model_file} is not inside a training model_dir: name the data with --dataset")
+        raise MissingPath(f"{located.model_file} is not inside a training model_dir: name the data with `dataset`")
     return config, datasets.load(config)
 
 
@@ -142,19 +142,19 @@ def evaluate_path(model_path, *, checkpoint="final", out_dir=None, overwrite=Fal
     when its outputs are random, 1: never)."""
     located = locate(model_path, checkpoint)
     if not out_dir and located.run_dir is None:
-        raise UserError("--out_dir is needed when --model is not inside a training model_dir")
+        raise UserError("`out_dir` is needed when `model` is not inside a training model_dir")
     out_dir = out_dir or RunDir(located.run_dir).evaluation_dir()
     # A run's evaluation is written under its lock, held from the start: a run still
     # training there is not evaluated half-way.
     with writing_into(out_dir, "atalp_tf.evaluate"):
         existing = [n for n in report.OUTPUTS if os.path.exists(os.path.join(out_dir, n))]
         if existing and not overwrite:
-            raise OutputExists(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite or another --out_dir")
+            raise OutputExists(f"{out_dir} already holds {', '.join(existing)}; pass `overwrite=True` or another `out_dir`")
         trained_at = RunDir(located.run_dir).training_eps() if located.run_dir else None
         if not eps:
             eps = [trained_at or DEFAULT_EPS]
             reason = "the eps the run trained at" if trained_at else "no run to take it from"
-            log(f"eps {pixels.both(eps[0])} ({reason}; --eps sets others)")
+            log(f"eps {pixels.both(eps[0])} ({reason}; `eps` sets others)")
         model = load_classifier(located.model_file)
         _, image_shape = model_shape(model)
         data_config, data = evaluation_data(

@@ -42,7 +42,7 @@ def image_paths(images=(), image_dir=None, max_images=8):
         names = sorted(n for n in os.listdir(image_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
         paths += [os.path.join(image_dir, n) for n in names[:max_images]]
     if not paths:
-        raise UserError("Give images with --images or --image_dir")
+        raise UserError("Give images with `images` or `image_dir`")
     return paths
 
 
@@ -67,13 +67,13 @@ def _label_ids(labels, class_names):
             ids.append(class_names.index(value))
         else:
             raise UserError(
-                f"--labels={value}: not a class id or name of these models; their classes are "
+                f"`labels={value}`: not a class id or name of these models; their classes are "
                 f"{', '.join(f'{i} {n}' for i, n in enumerate(class_names))}"
             )
     wrong = [i for i in ids if i >= len(class_names)]
     if wrong:
         raise UserError(
-            f"--labels has class id {wrong[0]}, but the models classify {len(class_names)} classes "
+            f"`labels` has class id {wrong[0]}, but the models classify {len(class_names)} classes "
             f"(0 to {len(class_names) - 1})"
         )
     return ids
@@ -99,14 +99,14 @@ class Session:
         """Loads the models (``.keras`` files or run directories) and the images as they see
         them; without ``labels``, attacks (and measures the loss of) the first model's prediction."""
         if names and len(names) != len(models):
-            raise UserError(f"--names has {len(names)} names for {len(models)} models")
+            raise UserError(f"`names` has {len(names)} names for {len(models)} models")
         if labels and len(labels) != len(paths):
-            raise UserError(f"--labels has {len(labels)} labels for {len(paths)} images")
+            raise UserError(f"`labels` has {len(labels)} labels for {len(paths)} images")
         located = [locate(path) for path in models]
         loaded = [load_classifier(place.model_file) for place in located]
         names = list(names or [_default_name(place.model_file) for place in located])
         if len(set(names)) != len(names):
-            raise UserError(f"Models need distinct names; got {names}: pass --names")
+            raise UserError(f"Models need distinct names; got {names}: pass `names`")
         classes, shape = model_shape(loaded[0])
         for path, model in zip(models[1:], loaded[1:]):
             if model_shape(model)[1] != shape:
@@ -129,7 +129,7 @@ class Session:
         block ends, holding the lock of the run ``out_dir`` is in (if it is in one)."""
         path = os.path.join(self.out_dir, name)
         if os.path.exists(path) and not self.overwrite:
-            raise OutputExists(f"{path} exists; pass --overwrite to replace it")
+            raise OutputExists(f"{path} exists; pass `overwrite=True` to replace it")
         with writing_into(self.out_dir, "atalp_tf.visualize"), atomic.replacing(path) as temporary:
             yield temporary
 
@@ -181,7 +181,7 @@ class Session:
             for path, image, label, rows in zip(self.paths, self.images, self.labels, rows_per_image):
                 stem = os.path.splitext(os.path.basename(path))[0]
                 name = self.class_names[label]
-                truth = f"true: {name}" if self.given else f"no --labels: attacked away from {name}"
+                truth = f"true: {name}" if self.given else f"no `labels`: attacked away from {name}"
                 title = f"{os.path.basename(path)}, {truth}; adversarial: {self._describe_attack()}"
                 with self._output(f"attention_{stem}.png") as temporary:
                     plots.attention_grid(temporary, image, rows, stages, title=title)
@@ -194,7 +194,7 @@ class Session:
         """The share of each stage's attention inside the part masks (named like the images),
         clean and adversarial, averaged: a table, ``parts.json`` and ``parts.csv``."""
         if not mask_dir:
-            raise UserError("parts needs --mask_dir, a folder of masks named like the images")
+            raise UserError("parts needs `mask_dir`, a folder of masks named like the images")
         self._need_stages("parts")
         masks = np.stack([maps.load_mask(maps.find_mask(p, mask_dir), self.images.shape[1]) for p in self.paths])
         results = {

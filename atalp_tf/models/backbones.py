@@ -2,13 +2,18 @@
 
 Every backbone takes raw pixels in [0, 1] and returns a dict with the logits and the output
 of the four ResNet stages, ``conv2``..``conv5`` (the paper's "group 0..3"), which the
-attention-pairing loss and the attention-map pictures read.
+attention-pairing loss and the attention-map pictures read: the CIFAR-style ``resnet18``,
+keras.applications' ResNets (``keras_resnet``) and keras-hub's (``hub_resnet``, an optional
+dependency).
 """
 
 import os
 
 import keras
 
+from atalp_tf.choices import HUB_PREFIX
+from atalp_tf.choices import is_hub_preset
+from atalp_tf.errors import UserError
 from atalp_tf.errors import WeightsError
 from atalp_tf.models.preprocessing import CaffePreprocessing
 
@@ -173,21 +178,91 @@ def _weights_problem(architecture, weights, error):
     if weights == "imagenet":
         if "URL fetch failure" in message or isinstance(error, OSError):
             return (
-                f"--weights=imagenet downloads {headless} from storage.googleapis.com on first use, "
+                f"`weights=imagenet` downloads {headless} from storage.googleapis.com on first use, "
                 f"and that failed ({message}). On a machine without network, fetch that file "
-                "elsewhere and pass --weights=/path/to/it (or copy it into ~/.keras/models/)"
+                "elsewhere and pass `weights=/path/to/it` (or copy it into ~/.keras/models/)"
             )
         return None
     if isinstance(error, (ValueError, OSError)):
         return (
-            f"--weights={weights} does not fit {architecture} ({message}); give the headless "
-            f"ImageNet weights of this network ({headless}) or --weights=none"
+            f"`weights={weights}` does not fit {architecture} ({message}); give the headless "
+            f"ImageNet weights of this network ({headless}) or `weights=none`"
         )
     return None
 
 
+# What keras-hub's ResNet presets normalise with (their image converters' mean and std, in [0, 1]
+# pixels), for a preset directory saved without a converter.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def hub_resnet(preset, num_classes, input_shape=(224, 224, 3)):
+    """A keras-hub ResNet backbone (``keras_hub.models.ResNetBackbone``) with a new head.
+
+    Args:
+        preset: ``hub:NAME`` or NAME (a preset keras-hub knows, downloaded on first use), a
+            ``kaggle://`` or ``hf://`` handle, or a local preset directory (``save_to_preset``).
+        num_classes: classes of the new head.
+        input_shape: ``(height, width, 3)`` of the [0, 1] input, sides of 32 or more.
+
+    keras-hub's converters take 0-255 pixels to what the backbone was trained on (``x * scale
+    + offset``); the model here takes [0, 1] pixels, so its first layer applies the preset's
+    converter to ``255 * x``, and eps stays in [0, 1] units. A preset without a converter
+    gets ImageNet's mean and std (those of keras-hub's ResNet presets).
+    """
+    _check_common(num_classes, input_shape)
+    if input_shape[-1] != 3:
+        raise ValueError(f"keras-hub ResNets take RGB input. Received: input_shape={input_shape}")
+    try:
+        import keras_hub
+    except ImportError:
+        raise UserError(
+            f"`architecture`={preset} is a keras-hub preset, and keras-hub is not installed: "
+            "pip install -e '.[hub]' (or pip install keras-hub)"
+        ) from None
+    handle = preset.removeprefix(HUB_PREFIX)
+    try:
+        network = keras_hub.models.ResNetBackbone.from_preset(handle)
+    except Exception as error:  # noqa: BLE001 -- keras-hub raises what its download or file layer does
+        message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise WeightsError(
+            f"`architecture`={preset}: keras-hub could not load the ResNet preset {handle!r} ({message}). A "
+            "named preset downloads from Kaggle on first use; on a machine without network, load it "
+            "elsewhere, save it with backbone.save_to_preset(DIR) and pass that directory"
+        ) from None
+    scale, offset = _hub_normalisation(keras_hub, handle)
+    features = keras.Model(
+        network.inputs,
+        {**{stage: network.pyramid_outputs[f"P{k}"] for k, stage in zip(range(2, 6), STAGES)}, "out": network.output},
+        name=network.name,
+    )
+    inputs = keras.Input(shape=input_shape, name="images")
+    outputs = dict(features(keras.layers.Rescaling(scale, offset, name="hub_preprocessing")(inputs)))
+    outputs["logits"] = _head(outputs.pop("out"), num_classes)
+    return keras.Model(inputs, outputs, name=f"{network.name}_classifier")
+
+
+def _hub_normalisation(keras_hub, handle):
+    """``(scale, offset)`` per channel that map [0, 1] pixels as the preset's converter maps 0-255."""
+    try:
+        converter = keras_hub.layers.ImageConverter.from_preset(handle)
+        scale, offset = converter.scale, converter.offset
+    except (ValueError, FileNotFoundError, OSError):  # a backbone saved without its converter
+        scale = [1 / (255 * s) for s in IMAGENET_STD]
+        offset = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+    scale = [1.0] * 3 if scale is None else list(scale) if isinstance(scale, (list, tuple)) else [scale] * 3
+    offset = [0.0] * 3 if offset is None else list(offset) if isinstance(offset, (list, tuple)) else [offset] * 3
+    return [255.0 * float(s) for s in scale], [float(o) for o in offset]
+
+
 def build(architecture, num_classes, input_shape, *, weights=None, width=64, synchronized_bn=False):
-    """Backbone by name: ``resnet18`` (CIFAR-style, from scratch) or a keras.applications one."""
+    """Backbone by name: ``resnet18`` (CIFAR-style, from scratch), a keras.applications one, or a
+    keras-hub preset (``hub_resnet``)."""
+    if is_hub_preset(architecture):
+        if weights is not None:
+            raise ValueError(f"A keras-hub preset brings its own weights; pass weights=None. Received: weights={weights!r}")
+        return hub_resnet(architecture, num_classes, input_shape)
     if architecture == "resnet18":
         if weights is not None:
             raise ValueError(

@@ -195,10 +195,10 @@ def part_images(data_dir, mask_dir, max_images):
     ``mask_dir``, sorted, at most ``max_images``."""
     if not mask_dir or not os.path.isdir(mask_dir):
         raise MissingPath(
-            f"Table 3 needs a folder of part masks (--mask_dir), named like the images; got {mask_dir!r}"
+            f"Table 3 needs a folder of part masks (`mask_dir`), named like the images; got {mask_dir!r}"
         )
     if not data_dir or not os.path.isdir(data_dir):
-        raise MissingPath(f"Table 3 reads its images from --data_dir; got {data_dir!r}")
+        raise MissingPath(f"Table 3 reads its images from `data_dir`; got {data_dir!r}")
     stems = {os.path.splitext(n)[0] for n in os.listdir(mask_dir) if n.lower().endswith(IMAGE_EXTENSIONS)}
     paths = []
     for root, _, files in os.walk(data_dir):
@@ -267,7 +267,7 @@ def run_suite(suite, out_dir, *, data_overrides=None, log=print, mask_dir=None, 
         with open(settings_path) as f:
             if json.load(f) != settings:
                 raise OutputExists(
-                    f"{out_dir} holds a run of other settings (settings.json); choose another --out_dir"
+                    f"{out_dir} holds a run of other settings (settings.json); choose another `out_dir`"
                 )
     with open(settings_path, "w") as f:
         json.dump(settings, f, indent=2)

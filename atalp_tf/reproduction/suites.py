@@ -150,7 +150,7 @@ SUITES = {
     ),
     "table2-imagenet4": _table2(
         "table2-imagenet4", dict(name="folder", batch_size=32, image_size=224, cache="memory"),
-        "Table 2, a 4-class part of ImageNet (data/make_imagenet_subset.py; --data_dir)",
+        "Table 2, a 4-class part of ImageNet (data/make_imagenet_subset.py; `data_dir`)",
     ),
     "table2-dogs-vs-cats": _table2(
         "table2-dogs-vs-cats", dict(name="tfds:cats_vs_dogs", batch_size=32, image_size=224),
@@ -167,8 +167,8 @@ SUITES = {
         notes=(
             "Attention is mean_c A^2 of each stage; its share inside the part mask (1 = all of "
             "it on the parts, the mask's area share = indifferent). Adversarial images: PGD-20 "
-            "at eps 64/256 against each model's own clean prediction. Masks: --mask_dir, named "
-            "like the images of --data_dir (white on the discriminative parts)."
+            "at eps 64/256 against each model's own clean prediction. Masks: `mask_dir`, named "
+            "like the images of `data_dir` (white on the discriminative parts)."
         ),
     ),
     "cpu-flowers": Suite(

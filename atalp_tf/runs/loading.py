@@ -48,7 +48,7 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ModelFileError(
             f"{path} is damaged ({reason}): it does not read back as the model it was saved as. Give "
-            "an intact copy, or train it again (for a run's own file: --overwrite)"
+            "an intact copy, or train it again (for a run's own file: `overwrite=True`)"
         ) from None
     except (TypeError, ValueError) as error:
         raise ModelFileError(_load_problem(path, str(error))) from None
@@ -107,7 +107,7 @@ def _load_problem(path, message):
             f"{path} uses {unknown.group(1)!r}, a class this package does not define (a layer of "
             "your own, or a defence under test). Import the module that defines and registers it "
             "(with @keras.saving.register_keras_serializable) before loading: on the command "
-            "line, --import=MODULE"
+            "line, `import=MODULE`"
         )
     if "Lambda" in message or "safe_mode" in message:
         return (

@@ -147,7 +147,7 @@ class RunDir:
         if not os.path.isfile(self.file(self.RESULTS)):
             return None
         return atomic.read_json(self.file(self.RESULTS), "the finished run's test results",
-                                "Pass --overwrite to run it again, or restore the file")
+                                "Pass `overwrite=True` to run it again, or restore the file")
 
     def class_names(self):
         """The class names the run recorded, or None."""
@@ -167,7 +167,7 @@ class RunDir:
 
         config = self.saved_config()
         if not config or "data" not in config:
-            raise MissingPath(f"{self.path} has no {self.CONFIG} saying which data it trained on; pass --dataset")
+            raise MissingPath(f"{self.path} has no {self.CONFIG} saying which data it trained on; pass `dataset`")
         values = dict(config["data"])
         if os.path.isfile(self.file(self.SPLIT)) and not values.get("split_file"):
             values["split_file"] = self.file(self.SPLIT)
@@ -191,7 +191,7 @@ class RunDir:
 _REMOVE_BY_HAND = "Remove it, and the files of the run in {self.path} by hand, or choose another directory"
 _CONFIG_ADVICE = (
     "Without it the run cannot tell whether it resumes with the same settings: restore it, or "
-    "pass --overwrite to start the run afresh (what the run wrote goes)"
+    "pass `overwrite=True` to start the run afresh (what the run wrote goes)"
 )
 
 
@@ -282,14 +282,14 @@ def _show(field, value):
 
 
 def flag_differences(saved, current):
-    """``["--batch_size: 128 then, 8 now", ...]`` for the settings that differ, named by flag."""
+    """``["`batch_size`: 128 then, 8 now", ...]`` for the settings that differ, named by flag."""
     saved, current = _flatten(saved), _flatten(current)
     lines = {}
     for field in sorted(set(saved) | set(current)):
         then, now = saved.get(field), current.get(field)
         if then != now:
             flag = _FLAG_NAMES.get(field, field.rsplit(".", 1)[-1])
-            lines.setdefault(flag, f"--{flag}: {_show(field, then)} then, {_show(field, now)} now")
+            lines.setdefault(flag, f"`{flag}`: {_show(field, then)} then, {_show(field, now)} now")
     return list(lines.values())
 
 
@@ -342,11 +342,11 @@ def plan(config):
     if run.finished():
         if not overwrite:
             raise ModelDirInUse(
-                f"--model_dir {run.path} already holds a finished run ({RunDir.RESULTS} is there); "
-                "choose another directory, or pass --overwrite to replace it"
+                f"`model_dir` {run.path} already holds a finished run ({RunDir.RESULTS} is there); "
+                "choose another directory, or pass `overwrite=True` to replace it"
             )
         _refuse_foreign(run, foreign, "replace the finished run")
-        return Plan("replace", True, f"Replacing the finished run in {run.path} (--overwrite): "
+        return Plan("replace", True, f"Replacing the finished run in {run.path} (`overwrite=True`): "
                                      f"its {', '.join(n for n in present if n in written)} go")
     if not run.has_checkpoint():
         _refuse_foreign(run, foreign, "start a run")
@@ -363,12 +363,12 @@ def plan(config):
         return Plan("resume")
     if overwrite:
         _refuse_foreign(run, foreign, "replace the unfinished run")
-        return Plan("replace", True, f"Replacing the unfinished run in {run.path} (--overwrite), "
+        return Plan("replace", True, f"Replacing the unfinished run in {run.path} (`overwrite=True`), "
                                      f"started with other flags ({'; '.join(differences)})")
     raise ModelDirInUse(
-        f"--model_dir {run.path} holds an unfinished run started with other flags "
+        f"`model_dir` {run.path} holds an unfinished run started with other flags "
         f"({'; '.join(differences)}); run its command again to resume it, choose another "
-        "directory, or pass --overwrite to replace it"
+        "directory, or pass `overwrite=True` to replace it"
     )
 
 
@@ -376,7 +376,7 @@ def _refuse_foreign(run, foreign, to_do):
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise ModelDirInUse(
-            f"--model_dir {run.path} holds {foreign[0]}{more}, which atalp_tf did not write there, "
+            f"`model_dir` {run.path} holds {foreign[0]}{more}, which atalp_tf did not write there, "
             f"so it will not {to_do} in it: the package deletes only what it wrote. Choose another "
             "directory, or move those files away"
         )

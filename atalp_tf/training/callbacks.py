@@ -87,7 +87,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             self.resume.drop_after(global_step(self.model) - 2 * self.model.updates_per_batch)
             raise TrainingDiverged(
                 f"The training loss became {float(loss)} at step {batches_done(self.model)}. "
-                f"{self.resume.kept()}; lower --learning_rate (or the pairing weights) and start again"
+                f"{self.resume.kept()}; lower `learning_rate` (or the pairing weights) and start again"
             )
         atomic.stop_point("batch")
         if not self.every:
@@ -184,7 +184,7 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
                 self.model.stop_training = True
                 message += (
                     f"; training stopped with the weights of epoch {self.best_epoch + 1}. "
-                    "Use a smaller step, --attack=pgd, or --overfit_guard=warn to go on"
+                    "Use a smaller step, `attack=pgd`, or `overfit_guard=warn` to go on"
                 )
             warnings.warn(Advice(message), stacklevel=2)
 

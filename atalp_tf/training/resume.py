@@ -105,7 +105,7 @@ class Resume:
         listed = "; ".join(f"{p}: {reason}" for p, reason in problems) or "none found"
         raise DamagedFile(
             f"None of the checkpoints in {self.run.file(RunDir.RESUME)} can be read ({listed}). "
-            "The run cannot resume: pass --overwrite to start it afresh"
+            "The run cannot resume: pass `overwrite=True` to start it afresh"
         )
 
     def _check_data(self, data):
@@ -121,7 +121,7 @@ class Resume:
                 f"The checkpoint in {os.path.dirname(self.run.data_state)} was made for "
                 f"{saved['num_classes']} classes and images of shape {tuple(saved['image_shape'])}, "
                 f"but the data now has {now['num_classes']} classes ({', '.join(data.class_names)}) "
-                f"of shape {tuple(now['image_shape'])}; restore the data or pass --overwrite"
+                f"of shape {tuple(now['image_shape'])}; restore the data or pass `overwrite=True`"
             )
 
     # --- saving ----------------------------------------------------------------------------

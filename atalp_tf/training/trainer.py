@@ -45,6 +45,7 @@ from atalp_tf.errors import UserError
 from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
 from atalp_tf.runs import rundir
+from atalp_tf.datasets.pipeline import CENTRE_CROP_FRACTION
 from atalp_tf.runs.export import export_serving
 from atalp_tf.runs.loading import load_classifier
 from atalp_tf.runs.rundir import RunDir
@@ -230,7 +231,7 @@ def _same_start(strategy, step):
     if not np.allclose(total, [replicas * step, replicas * step * step]):
         raise UserError(
             f"The workers of this run resume from different steps (this one from step {step}); "
-            "every worker must be given the same --model_dir, on storage they all see"
+            "every worker must be given the same `model_dir`, on storage they all see"
         )
 
 
@@ -253,7 +254,7 @@ def _data(config, run_dir, plan):
     data = datasets.load(config.data, saved_split=run_dir.file(RunDir.SPLIT) if plan.resumes else None)
     if config.model.num_classes and config.model.num_classes != data.num_classes:
         raise DataError(
-            f"The model is set up for {config.model.num_classes} classes (--num_classes) but dataset "
+            f"The model is set up for {config.model.num_classes} classes (`num_classes`) but dataset "
             f"{config.data.name!r} has {data.num_classes}: {', '.join(data.class_names)}"
         )
     return data
@@ -393,7 +394,10 @@ def _leave(config, data, model, results, out):
         model.save(temporary)
     results["model_path"] = out.model_file("final")
     if config.runtime.export:
-        export_serving(model, out.file(RunDir.EXPORT), data.image_shape, replace=True)
+        export_serving(
+            model, out.file(RunDir.EXPORT), data.image_shape, replace=True, class_names=data.class_names,
+            crop_fraction=None if config.data.name in choices.ARRAY_DATASETS else CENTRE_CROP_FRACTION,
+        )
         results["export_dir"] = out.file(RunDir.EXPORT)
     atomic.write_json(out.file(RunDir.RESULTS), results)
     return results
@@ -420,10 +424,10 @@ def summary(results):
     if "model_path" not in results:
         return lines + ["This worker is not the chief: the chief writes the model, export and results."]
     if results["skipped_files"]:
-        lines.append(f"Skipped {len(results['skipped_files'])} unreadable file(s) (--bad_images=skip); "
+        lines.append(f"Skipped {len(results['skipped_files'])} unreadable file(s) (`bad_images=skip`); "
                      f"they are listed in {RunDir.RESULTS}")
     if results["split_file"]:
-        lines.append(f"Split:  {results['split_file']}  (reuse with --split_file)")
+        lines.append(f"Split:  {results['split_file']}  (reuse with `split_file`)")
     lines.append(f"Model:  {results['model_path']}")
     if results.get("export_dir"):
         lines.append(f"Export: {results['export_dir']}")
