@@ -19,8 +19,13 @@ setuptools.setup(
         "numpy>=1.26",
         # The quickstart's offline dataset (handwritten digits) ships inside scikit-learn.
         "scikit-learn>=1.5",
+        # Image files are decoded with Pillow; SciPy reads 17 Flowers' datasplits.mat.
+        "pillow>=10",
+        "scipy>=1.11",
     ],
     extras_require={
+        # keras-hub's pretrained ResNets (--architecture=hub:NAME or a preset directory).
+        "hub": ["keras-hub>=0.32"],
         "plots": ["matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9"],
         # benchmarks/training_throughput.py measures against these peers (never imported by the package).
@@ -38,6 +43,8 @@ setuptools.setup(
             "multiprocess>=0.70",
             # An independent EOT attack for randomised models (tests only).
             "foolbox>=3.3",
+            # The keras-hub backbone routes.
+            "keras-hub>=0.32",
         ],
     },
 )

@@ -200,3 +200,47 @@ def test_the_export_names_classes_and_serves_encoded_images_as_evaluation_prepar
     top, left = (decoded.shape[0] - 24) // 2, (decoded.shape[1] - 24) // 2
     evaluated = decoded[top:top + 24, left:left + 24] / 255.0
     assert np.abs(evaluation_square(image, 24).numpy() - evaluated).max() < 4 / 255
+
+
+def _rest_row_format(request):
+    """The tensor TensorFlow Serving's REST API makes of a request's ``instances`` (row format):
+    nested lists stacked into one tensor, ``{"b64": ...}`` entries decoded to bytes."""
+    import base64
+
+    instances = request["instances"]
+    if isinstance(instances[0], dict):
+        return tf.constant([base64.b64decode(item["b64"]) for item in instances])
+    return tf.constant(instances, dtype=tf.uint8 if request["signature_name"] == "serve_uint8" else tf.float32)
+
+
+def test_the_readme_rest_requests_reach_the_signatures_they_name(tmp_path):
+    import base64
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    keras.utils.set_random_seed(6)
+    robust = atalp_tf.RobustClassifier(_sequential_cnn(), method="standard")
+    # As a run on the digits exports: images resized whole (crop_fraction=None).
+    served = tf.saved_model.load(atalp_tf.export_serving(
+        robust, str(tmp_path / "export"), class_names=[str(d) for d in range(10)], crop_fraction=None))
+    # The requests as the README's commands build them.
+    digits = load_digits()
+    x = np.kron(digits.images[:2] * 255 / 16, np.ones((2, 2))).astype("uint8")[..., None]
+    Image.fromarray(x[0, ..., 0]).save(tmp_path / "digit.png")
+    requests = [
+        {"signature_name": "serve_uint8", "instances": x.tolist()},
+        {"signature_name": "serve_bytes",
+         "instances": [{"b64": base64.b64encode((tmp_path / "digit.png").read_bytes()).decode()}]},
+        {"signature_name": "serving_default", "instances": (x / 255.0).tolist()},
+    ]
+    answers = []
+    for request in json.loads(json.dumps(requests)):
+        outputs = served.signatures[request["signature_name"]](images=_rest_row_format(request))
+        assert set(outputs) == {"probabilities", "class_ids", "class_names"}
+        ids, names = outputs["class_ids"].numpy(), outputs["class_names"].numpy()
+        assert [n.decode() for n in names] == [str(i) for i in ids]
+        answers.append(outputs["probabilities"].numpy())
+    # The same first image through each signature: the same answer.
+    np.testing.assert_allclose(answers[0], answers[2], atol=1e-6)
+    np.testing.assert_allclose(answers[1][0], answers[0][0], atol=1e-6)

@@ -1,0 +1,28 @@
+"""The README's library walk-through runs as written."""
+
+import os
+import re
+
+from conftest import REPO
+
+
+def _blocks(section):
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    body = text.split(f"\n## {section}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, re.S)
+
+
+def test_the_library_walk_through_runs_as_written(tmp_path, monkeypatch, capsys):
+    blocks = _blocks("Library use")
+    assert len(blocks) >= 4
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 -- the README's own code
+    # What the walk-through promises: a trained, evaluated, saved and exported model.
+    evaluation = namespace["evaluation"]
+    assert 0 < evaluation.worst_case[0.1] < evaluation.clean_accuracy
+    assert namespace["history"].history["robust_worst_case"]
+    assert (tmp_path / "best.keras").is_file() and (tmp_path / "digits_robust.keras").is_file()
+    assert (tmp_path / "digits_export" / "assets" / "class_names.txt").read_text().split() == [str(d) for d in range(10)]
+    assert "worst case per example at eps 0.1" in capsys.readouterr().out
