@@ -244,3 +244,33 @@ def test_the_readme_rest_requests_reach_the_signatures_they_name(tmp_path):
     # The same first image through each signature: the same answer.
     np.testing.assert_allclose(answers[0], answers[2], atol=1e-6)
     np.testing.assert_allclose(answers[1][0], answers[0][0], atol=1e-6)
+
+
+def test_training_runs_on_a_keras_hub_preset_directory_given_as_architecture(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is the optional extra .[hub]")
+    keras.utils.set_random_seed(7)
+    preset = str(tmp_path / "preset")
+    keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 64, 64, 64],
+        stackwise_num_blocks=[1, 1, 1, 1], stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
+    ).save_to_preset(preset)
+    config = atalp_tf.TrainConfig.from_flat(
+        model_dir=str(tmp_path / "run"), data=atalp_tf.DataConfig(name="digits", batch_size=64, image_size=32),
+        architecture=preset, method="at_alp", epochs=1, verbose=0, export=False,
+        train_attack=atalp_tf.PGDConfig(EPS, EPS, 1), eval_attack=atalp_tf.PGDConfig(EPS, EPS / 4, 2),
+    )
+    results = atalp_tf.train(config)
+    assert results["test_last"]["clean_accuracy"] > 0.1
+    loaded = atalp_tf.load_classifier(results["model_path"])
+    assert loaded.stages == ("conv2", "conv3", "conv4", "conv5")
+
+
+def test_a_mixed_precision_model_gets_float32_logits_for_its_losses():
+    keras.mixed_precision.set_global_policy("mixed_float16")  # conftest resets it
+    model = _sequential_cnn()
+    robust = atalp_tf.RobustClassifier(model, method="pat", train_attack=ATTACK)
+    assert model.outputs[0].dtype == "float16" and robust.backbone.output["logits"].dtype == "float32"
+    robust.compile(optimizer=keras.optimizers.SGD(0.01))
+    x = np.random.default_rng(0).uniform(size=(8, 16, 16, 1)).astype("float32")
+    history = robust.fit(x, np.arange(8) % 10, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -38,7 +38,10 @@ def _train(*args, timeout=600):
         (["--step_size=300/255"], "flag --step_size=300/255: expected a value in (0, 1]"),
         (["--method=foo"], "flag --method=foo: value should be one of"),
         (["--weights=/no/such/file.h5"], "--weights must be 'none', 'imagenet' or an existing file"),
-        (["--weights=imagenet"], "--weights=imagenet needs --architecture=resnet50"),
+        (["--weights=imagenet"], "--weights needs --architecture=resnet50"),
+        (["--architecture=resnet51"], "--architecture must be one of resnet18, resnet50, resnet101, resnet152, or a "
+                                      "keras-hub ResNet preset: hub:NAME"),
+        (["--architecture=hub:resnet_50_imagenet", "--weights=imagenet"], "a keras-hub preset brings its own weights"),
         (["--batch_size=0"], "flag --batch_size=0: 0 is not a positive integer"),
         (["--schedule=step"], "--schedule=step needs --lr_boundaries"),
         (["--lr_boundaries=150,100", "--schedule=step"], "--lr_boundaries must be increasing"),
@@ -225,7 +228,7 @@ def test_saved_model_cli_calls_the_export(quick_run, tmp_path):
     assert probabilities.shape == (3, 10) and class_ids.shape == (3,)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(class_ids, probabilities.argmax(1))
-    assert sorted(os.listdir(outdir)) == ["class_ids.npy", "probabilities.npy"]
+    assert sorted(os.listdir(outdir)) == ["class_ids.npy", "class_names.npy", "probabilities.npy"]
 
 
 def test_rerun_refuses_to_overwrite_the_run(quick_run):

@@ -204,7 +204,8 @@ def hub_resnet(preset, num_classes, input_shape=(224, 224, 3)):
         preset: ``hub:NAME`` or NAME (a preset keras-hub knows, downloaded on first use), a
             ``kaggle://`` or ``hf://`` handle, or a local preset directory (``save_to_preset``).
         num_classes: classes of the new head.
-        input_shape: ``(height, width, 3)`` of the [0, 1] input, sides of 32 or more.
+        input_shape: ``(height, width, channels)`` of the [0, 1] input, sides of 32 or more;
+            one channel (grayscale) is repeated into three inside the model.
 
     keras-hub's converters take 0-255 pixels to what the backbone was trained on (``x * scale
     + offset``); the model here takes [0, 1] pixels, so its first layer applies the preset's
@@ -212,8 +213,8 @@ def hub_resnet(preset, num_classes, input_shape=(224, 224, 3)):
     gets ImageNet's mean and std (those of keras-hub's ResNet presets).
     """
     _check_common(num_classes, input_shape)
-    if input_shape[-1] != 3:
-        raise ValueError(f"keras-hub ResNets take RGB input. Received: input_shape={input_shape}")
+    if input_shape[-1] not in (1, 3):
+        raise ValueError(f"keras-hub ResNets take RGB or grayscale input. Received: input_shape={input_shape}")
     try:
         import keras_hub
     except ImportError:
@@ -238,7 +239,8 @@ def hub_resnet(preset, num_classes, input_shape=(224, 224, 3)):
         name=network.name,
     )
     inputs = keras.Input(shape=input_shape, name="images")
-    outputs = dict(features(keras.layers.Rescaling(scale, offset, name="hub_preprocessing")(inputs)))
+    rgb = inputs if input_shape[-1] == 3 else keras.layers.Concatenate(name="gray_to_rgb")([inputs] * 3)
+    outputs = dict(features(keras.layers.Rescaling(scale, offset, name="hub_preprocessing")(rgb)))
     outputs["logits"] = _head(outputs.pop("out"), num_classes)
     return keras.Model(inputs, outputs, name=f"{network.name}_classifier")
 

@@ -132,6 +132,9 @@ def network(model, stages):
         raise ValueError(
             f"{model.name!r} must return one tensor of logits (batch, classes); its output is {logits}"
         )
+    if logits.dtype != "float32":
+        # Under a mixed-precision policy the losses and softmax need float32 logits.
+        logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(logits)
     missing = sorted(set(wanted) - set(found))
     if missing:
         raise ValueError(f"The layers {missing} of {model.name!r} do not lie on the path from its input to its logits")

@@ -36,8 +36,8 @@ from atalp_tf.runs.loading import model_shape
 CLASS_NAMES_ASSET = "class_names.txt"
 
 
-def export_serving(model, directory, image_shape=None, replace=False, class_names=None,
-                   crop_fraction=CENTRE_CROP_FRACTION):
+def export_serving(model: keras.Model, directory: str, image_shape: tuple | None = None, replace: bool = False,
+                   class_names: list[str] | None = None, crop_fraction: float | None = CENTRE_CROP_FRACTION) -> str:
     """Writes the SavedModel of ``model`` to ``directory`` whole (under a temporary name, then
     renamed). ``directory`` must not exist unless ``replace``: the caller decides whether an old
     one goes.

@@ -23,7 +23,8 @@ from atalp_tf.models import preprocessing as _preprocessing  # noqa: F401 (regis
 from atalp_tf import optimizers as _optimizers  # noqa: F401 (registers OneCycle)
 
 
-def load_classifier(path, *, num_classes=None, image_shape=None):
+def load_classifier(path: str | os.PathLike, *, num_classes: int | None = None,
+                    image_shape: tuple | None = None) -> keras.Model:
     """Loads a ``.keras`` model in Keras' safe mode, checks it fits what the caller expects, and
     compiles it so that ``model.evaluate`` works at once: a ``RobustClassifier`` with its own
     metrics (clean and PGD accuracy), another classifier with cross-entropy and accuracy. Call
@@ -34,6 +35,7 @@ def load_classifier(path, *, num_classes=None, image_shape=None):
     loaded (not a .keras archive, an unregistered class, a Lambda layer) or when its class
     count or input shape differs from ``num_classes`` / ``image_shape``.
     """
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise MissingPath(f"No model file at {path}")
     if not zipfile.is_zipfile(path):

@@ -50,6 +50,7 @@ from atalp_tf.runs.export import export_serving
 from atalp_tf.runs.loading import load_classifier
 from atalp_tf.runs.rundir import RunDir
 from atalp_tf.training import callbacks as watch
+from atalp_tf.training.config import TrainConfig
 from atalp_tf.training.resume import Resume
 
 
@@ -171,7 +172,7 @@ def describe_run(config, data, model, resume_point=None):
     return lines
 
 
-def run(config, log=print, callbacks=()):
+def run(config: TrainConfig, log=print, callbacks=()) -> dict:
     """Trains (or resumes), evaluates and exports; returns the dict written to ``results.json``.
 
     The stages are those of the module's docstring. ``log`` receives the lines a user should
