@@ -46,3 +46,19 @@ def test_pixel_flags_show_their_defaults_as_fractions(command, flag, default):
     assert (f"(default {default})" in line) if default else "(default" not in line.split(":")[0], line
     if default:
         assert f"(default: '{default}')" in _help(command, "--helpfull")
+
+
+def test_library_argument_names_read_as_the_commands_flags():
+    from absl import flags
+
+    from atalp_tf import cli
+
+    values = flags.FlagValues()
+    flags.DEFINE_bool("overwrite", False, "", flag_values=values)
+    flags.DEFINE_string("model_dir", None, "", flag_values=values)
+    saved, flags.FLAGS = flags.FLAGS, values
+    try:
+        said = cli.as_flags("`model_dir` runs/x holds a run; pass `overwrite=True`, not `overwrite=False` or `seed`")
+    finally:
+        flags.FLAGS = saved
+    assert said == "--model_dir runs/x holds a run; pass --overwrite, not --nooverwrite or `seed`"

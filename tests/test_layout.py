@@ -139,3 +139,14 @@ def test_no_file_of_the_package_is_ignored_by_git():
     paths = [path for _, path in _modules()]
     result = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "", f"ignored by git: {result.stdout.split()}"
+
+
+def test_the_package_names_its_public_face_and_loads_it_lazily():
+    code = ("import sys, importlib, atalp_tf; loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules); "
+            "importlib.import_module('atalp_tf.evaluate'); "
+            "print(loaded, callable(atalp_tf.evaluate), callable(atalp_tf.train), "
+            "all(hasattr(atalp_tf, name) for name in atalp_tf.__all__))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Nothing heavy on import; the functions stay functions when the command modules load.
+    assert result.stdout.split() == ["[]", "True", "True", "True"]
