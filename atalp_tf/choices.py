@@ -40,9 +40,10 @@ METHODS = tuple(OBJECTIVES)
 PAIRED_METHODS = tuple(m for m, o in OBJECTIVES.items() if o.paired)
 CLEAN_CE_METHODS = tuple(m for m, o in OBJECTIVES.items() if o.clean_ce)
 # How the train step makes its adversarial examples: k-step PGD, FGSM from a random start
-# (Wong et al. 2020) or free adversarial training's replayed batches (Shafahi et al. 2019).
-TRAIN_ATTACKS = ("pgd", "fgsm_rs", "free")
-# What the catastrophic-overfitting guard does on a collapse; auto: stop for fgsm_rs and free.
+# (Wong et al. 2020), free adversarial training's replayed batches (Shafahi et al. 2019) or
+# FGSM from wider noise without projection (N-FGSM, de Jorge et al. 2022).
+TRAIN_ATTACKS = ("pgd", "fgsm_rs", "free", "n_fgsm")
+# What the catastrophic-overfitting guard does on a collapse; auto: stop for the single-step kinds.
 OVERFIT_GUARD_ACTIONS = ("stop", "warn")
 OVERFIT_GUARDS = ("auto", *OVERFIT_GUARD_ACTIONS, "off")
 # How the clean and adversarial halves meet batch norm in training: as one batch of 2B

@@ -105,14 +105,15 @@ _BN_BATCHES = flags.DEFINE_enum(
 _EPS = DEFINE_pixel_value("eps", "8/255", "Training perturbation size (L-inf or L2).")
 _STEP_SIZE = DEFINE_pixel_value(
     "step_size", None,
-    "Training attack step size (default: eps / 4 for pgd, 1.25 * eps for fgsm_rs, eps for free).",
+    "Training attack step size (default: eps / 4 for pgd, 1.25 * eps for fgsm_rs, eps for free and n_fgsm).",
 )
 _ATTACK_STEPS = flags.DEFINE_integer("attack_steps", 7, "Training PGD steps (--attack=pgd).", lower_bound=1)
 _ATTACK = flags.DEFINE_enum(
     "attack", "pgd", choices.TRAIN_ATTACKS,
     "How training makes adversarial examples: pgd (--attack_steps steps), fgsm_rs (one step "
-    "from a random start, Wong et al. 2020) or free (each batch replayed --free_replays times, "
-    "Shafahi et al. 2019).",
+    "from a random start, Wong et al. 2020), free (each batch replayed --free_replays times, "
+    "Shafahi et al. 2019) or n_fgsm (one step of eps from noise in [-2 eps, 2 eps], not projected "
+    "back onto the eps ball, de Jorge et al. 2022).",
 )
 _FREE_REPLAYS = flags.DEFINE_integer(
     "free_replays", 4, "--attack=free: optimizer steps (and attack steps) per batch.", lower_bound=1
@@ -120,7 +121,7 @@ _FREE_REPLAYS = flags.DEFINE_integer(
 _OVERFIT_GUARD = flags.DEFINE_enum(
     "overfit_guard", "auto", choices.OVERFIT_GUARDS,
     "What to do when validation PGD accuracy collapses (catastrophic overfitting): stop "
-    "(keep the best epoch's weights), warn, or off. auto: stop for fgsm_rs and free, off for pgd.",
+    "(keep the best epoch's weights), warn, or off. auto: stop for the single-step attacks, off for pgd.",
 )
 _NORM = flags.DEFINE_enum("norm", "linf", choices.NORMS, "Perturbation norm.")
 _RANDOM_START = flags.DEFINE_bool("random_start", True, "Start PGD at a random point in the ball.")
@@ -289,7 +290,7 @@ def _check_bn_batches(values):
 
 
 @flags.multi_flags_validator(
-    ["attack", "method"], "--attack=fgsm_rs or free needs an adversarial --method (not standard)"
+    ["attack", "method"], "--attack=fgsm_rs, free or n_fgsm needs an adversarial --method (not standard)"
 )
 def _check_attack_method(values):
     return values["attack"] == "pgd" or choices.OBJECTIVES[values["method"]].adversarial

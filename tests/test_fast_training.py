@@ -1,4 +1,4 @@
-"""FGSM with a random start and free adversarial training, and the catastrophic-overfitting guard."""
+"""FGSM with a random start, N-FGSM and free adversarial training, and the catastrophic-overfitting guard."""
 
 import warnings
 
@@ -76,6 +76,44 @@ def test_fgsm_rs_is_one_signed_step_from_a_random_start_that_raises_the_loss(sta
     noise = np.clip(x_test[:128] + np.random.default_rng(0).uniform(-EPS / 2, EPS / 2, x.shape), 0, 1)
     loss = lambda z: losses.cross_entropy(y, standard_model(z)).numpy().mean()  # noqa: E731
     assert loss(adv) > 2 * loss(noise)
+
+
+def test_n_fgsm_is_one_step_of_eps_from_noise_of_twice_eps_never_projected_onto_the_ball():
+    from atalp_tf.attacks import training as training_attack
+
+    # A loss whose input gradient is known everywhere: the sum of w * x, gradient w.
+    rng = np.random.default_rng(0)
+    weights = tf.constant(rng.choice([-1.0, 1.0], size=(1, 8, 8, 1)), tf.float32)
+    loss_fn = lambda z: tf.reduce_sum(weights * z, axis=[1, 2, 3])  # noqa: E731
+    x = tf.fill([500, 8, 8, 1], 0.5)
+    config = training_attack.config("n_fgsm", EPS)
+    assert config.step_size == pytest.approx(EPS) and config.steps == 1
+    adv = training_attack.noisy_fgsm(lambda z: z, x, lambda logits: loss_fn(logits), config, seed=3).numpy()
+    # By hand: adv = x + u + eps * sign(w), u uniform in [-2 eps, 2 eps] (x = 0.5 leaves the
+    # pixel range untouched at eps 0.1).
+    noise = adv - 0.5 - EPS * weights.numpy()
+    assert noise.min() >= -2 * EPS - 1e-6 and noise.max() <= 2 * EPS + 1e-6
+    assert noise.min() < -1.9 * EPS and noise.max() > 1.9 * EPS
+    assert abs(noise.mean()) < 0.01 * EPS
+    assert noise.std() == pytest.approx(2 * EPS / np.sqrt(3), rel=0.02)
+    # No projection: where the noise lies more than eps out on the step's side (a quarter of
+    # the pixels), the example ends beyond 2 eps from x, up to 3 eps.
+    distance = np.abs(adv - 0.5)
+    assert distance.max() > 2.9 * EPS and (distance > 2 * EPS).mean() == pytest.approx(0.25, abs=0.02)
+    # The pixel range is the only limit.
+    edge = training_attack.noisy_fgsm(lambda z: z, tf.fill([50, 8, 8, 1], 0.98), loss_fn, config, seed=4).numpy()
+    assert edge.max() <= 1.0 and edge.min() >= 0.98 - 3 * EPS - 1e-6
+
+
+def test_n_fgsm_trains_a_classifier_and_keeps_its_kind_through_saving(digits16, tmp_path):
+    x, y, _, _ = digits16
+    model = _model(method="pat", attack="n_fgsm", step_size=EPS)
+    history = model.fit(x[:256], y[:256], batch_size=64, epochs=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["ce"][-1] < history["ce"][0]
+    adv = model.adversarial_examples(tf.constant(x[:64]), tf.constant(y[:64]), model.train_attack).numpy()
+    assert np.abs(adv - x[:64]).max() > EPS * 1.5  # beyond the eps ball, as N-FGSM leaves it
+    model.save(tmp_path / "n_fgsm.keras")
+    assert keras.saving.load_model(tmp_path / "n_fgsm.keras").attack == "n_fgsm"
 
 
 def test_fgsm_rs_training_lowers_the_adversarial_loss(digits16):

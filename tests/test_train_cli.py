@@ -51,7 +51,7 @@ def _train(*args, timeout=600):
         (["--dataset=tfds:cifar10", "--image_size=0"], "tfds:NAME need --image_size"),
         (["--split_file=/no/split.json"], "--split_file must be an existing split.json"),
         (["--split_index=4"], "flag --split_index=4: 4 is not an integer in the range [1, 3]"),
-        (["--method=standard", "--attack=free"], "--attack=fgsm_rs or free needs an adversarial --method"),
+        (["--method=standard", "--attack=free"], "--attack=fgsm_rs, free or n_fgsm needs an adversarial --method"),
         (["--attack=fgsm"], "flag --attack=fgsm: value should be one of"),
     ],
 )

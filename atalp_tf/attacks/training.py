@@ -10,6 +10,11 @@ change:
   catastrophic overfitting, so they are warned about.
 * ``free``: each batch replayed ``free_replays`` times (Shafahi et al. 2019); every replay's
   one backward pass moves the perturbation by the step (default eps) while the weights descend.
+* ``n_fgsm``: one signed step (default eps) from uniform noise in ``[-k eps, k eps]``, k = 2,
+  and no projection back onto the eps ball, only onto the pixel range (de Jorge et al. 2022,
+  "Make some noise"): the noise and the unclipped step are what keep single-step training from
+  overfitting catastrophically, at FGSM-RS's cost. Its examples may lie up to ``(k + 1) eps``
+  from ``x``; robustness is still judged at eps.
 
 A PGD step larger than eps lands on the ball's surface every time, so the attack is no
 stronger than FGSM: that too is warned about, for training and for the evaluation attack.
@@ -17,11 +22,17 @@ stronger than FGSM: that too is warned about, for training and for the evaluatio
 
 import dataclasses
 
+import tensorflow as tf
+
 from atalp_tf import pixels
+from atalp_tf.attacks import core
 from atalp_tf.attacks.pgd import PGDConfig
+from atalp_tf.attacks.pgd import ascent_direction
 
 # The default step of each kind, as a multiple of eps.
-DEFAULT_STEP = {"pgd": 0.25, "fgsm_rs": 1.25, "free": 1.0}
+DEFAULT_STEP = {"pgd": 0.25, "fgsm_rs": 1.25, "free": 1.0, "n_fgsm": 1.0}
+# N-FGSM's noise: uniform in [-k eps, k eps] (de Jorge et al.'s k = 2).
+N_FGSM_NOISE = 2.0
 FGSM_STEP_LIMIT = 1.25
 FGSM_STEP_WARNING = "FGSM training with a step"
 
@@ -38,6 +49,16 @@ def as_run(kind, config):
     if kind == "fgsm_rs":
         return dataclasses.replace(config, steps=1, random_start=True)
     return config
+
+
+def noisy_fgsm(logits_fn, x, loss_fn, config, *, seed=None, noise=N_FGSM_NOISE, pixel_range=(0.0, 1.0)):
+    """N-FGSM's examples: ``x`` plus noise uniform in the ``noise * eps`` ball, then one step of
+    ``config.step_size`` up ``loss_fn``'s gradient there, clipped to the pixel range only."""
+    lo, hi = pixel_range
+    x = tf.stop_gradient(tf.convert_to_tensor(x, tf.float32))
+    start = tf.clip_by_value(x + core.uniform_in_ball(x, noise * config.eps, config.norm, seed), lo, hi)
+    grad = core.input_gradient(logits_fn, start, loss_fn).gradient
+    return tf.stop_gradient(tf.clip_by_value(start + config.step_size * ascent_direction(grad, config.norm), lo, hi))
 
 
 def advice(kind, config):

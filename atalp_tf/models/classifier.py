@@ -222,16 +222,19 @@ class RobustClassifier(keras.Model):
         """The examples the method trains on for this batch: ``config``'s attack as the
         training attack's kind runs it, against the method's attack loss."""
         config = training_attack.as_run(self.attack, config)
+        start = None
         if OBJECTIVES[self.method].attack_loss == "kl":
             # TRADES maximises the KL to the clean prediction, not the cross-entropy.
             clean = tf.stop_gradient(self._inference_logits(images))
             loss_fn = lambda logits: losses.trades_kl(clean, logits)  # noqa: E731
-            start = None
             if self.attack == "pgd":
                 # The clean point has zero KL gradient, so TRADES starts from x + 0.001 * N(0, 1).
                 start = pgd.gaussian_start(images, self.seed_generator)
-            return pgd.pgd(self._inference_logits, images, loss_fn, config, seed=self.seed_generator, start=start)
-        return pgd.attack(self._inference_logits, images, labels, config, seed=self.seed_generator)
+        else:
+            loss_fn = pgd.objective(config, labels)
+        if self.attack == "n_fgsm":
+            return training_attack.noisy_fgsm(self._inference_logits, images, loss_fn, config, seed=self.seed_generator)
+        return pgd.pgd(self._inference_logits, images, loss_fn, config, seed=self.seed_generator, start=start)
 
     def _per_example_losses(self, images, labels, adv_images, training):
         """Dict of per-example loss terms and the logits they came from (``objectives``)."""

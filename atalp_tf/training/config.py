@@ -42,7 +42,7 @@ class AdversarySettings:
     attack: str = "pgd"  # how training makes adversarial examples: choices.TRAIN_ATTACKS
     free_replays: int = 4
     eval_attack: PGDConfig | None = None  # the test's attack (validation: runtime.val_steps)
-    overfit_guard: str = "auto"  # "auto": "stop" for fgsm_rs and free, "off" for pgd
+    overfit_guard: str = "auto"  # "auto": "stop" for the single-step kinds, "off" for pgd
 
     def __post_init__(self):
         for name in ("train_attack", "eval_attack"):

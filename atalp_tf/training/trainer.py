@@ -149,7 +149,8 @@ def describe_run(config, data, model, resume_point=None):
         objective = "standard training (no attack)"
     else:
         attack = adversary.train_attack
-        how = {"pgd": f"PGD-{attack.steps}", "fgsm_rs": "FGSM-RS", "free": f"free ({adversary.free_replays} replays)"}
+        how = {"pgd": f"PGD-{attack.steps}", "fgsm_rs": "FGSM-RS", "free": f"free ({adversary.free_replays} replays)",
+               "n_fgsm": "N-FGSM"}
         objective = (
             f"{method} with {how[adversary.attack]} at eps {pixels.fraction(attack.eps)}, "
             f"step {pixels.fraction(attack.step_size)}"
