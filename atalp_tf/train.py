@@ -71,7 +71,9 @@ _ARCHITECTURE = flags.DEFINE_string(
     "architecture", "resnet18",
     f"Backbone: {choices.ARCHITECTURE_NAMES} (pip install -e '.[hub]'; its weights come with it).",
 )
-flags.register_validator("architecture", choices.is_architecture, f"--architecture must be {choices.ARCHITECTURE_NAMES}")
+flags.register_validator(
+    "architecture", choices.is_architecture, f"--architecture must be {choices.ARCHITECTURE_NAMES}"
+)
 _WIDTH = flags.DEFINE_integer(
     "width", 64, "Channels of resnet18's first stage (64 is standard).", lower_bound=1
 )

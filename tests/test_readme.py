@@ -24,7 +24,8 @@ def test_the_library_walk_through_runs_as_written(tmp_path, monkeypatch, capsys)
     assert 0 < evaluation.worst_case[0.1] < evaluation.clean_accuracy
     assert namespace["history"].history["robust_worst_case"]
     assert (tmp_path / "best.keras").is_file() and (tmp_path / "digits_robust.keras").is_file()
-    assert (tmp_path / "digits_export" / "assets" / "class_names.txt").read_text().split() == [str(d) for d in range(10)]
+    names = (tmp_path / "digits_export" / "assets" / "class_names.txt").read_text().split()
+    assert names == [str(digit) for digit in range(10)]
     assert "worst case per example at eps 0.1" in capsys.readouterr().out
     assert (tmp_path / "runs" / "digits" / "results.json").is_file()
     assert namespace["results"]["test_last"]["pgd_accuracy"] < namespace["results"]["test_last"]["clean_accuracy"]

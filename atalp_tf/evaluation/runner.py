@@ -149,7 +149,9 @@ def evaluate_path(model_path, *, checkpoint="final", out_dir=None, overwrite=Fal
     with writing_into(out_dir, "atalp_tf.evaluate"):
         existing = [n for n in report.OUTPUTS if os.path.exists(os.path.join(out_dir, n))]
         if existing and not overwrite:
-            raise OutputExists(f"{out_dir} already holds {', '.join(existing)}; pass `overwrite=True` or another `out_dir`")
+            raise OutputExists(
+                f"{out_dir} already holds {', '.join(existing)}; pass `overwrite=True` or another `out_dir`"
+            )
         trained_at = RunDir(located.run_dir).training_eps() if located.run_dir else None
         if not eps:
             eps = [trained_at or DEFAULT_EPS]

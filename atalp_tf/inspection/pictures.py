@@ -144,9 +144,10 @@ class Session:
                 )
         stages = stages_of(self.models[0])
         if any(stages_of(model) != stages for model in self.models):
+            each = ", ".join(f"{name}: {list(stages_of(model))}" for name, model in zip(self.names, self.models))
             raise UserError(
-                f"The models' stages differ ({', '.join(f'{n}: {list(stages_of(m))}' for n, m in zip(self.names, self.models))}), "
-                f"and {command} draws them side by side: give models with the same stages"
+                f"The models' stages differ ({each}), and {command} draws them side by side: give models "
+                "with the same stages"
             )
         return stages
 

@@ -263,7 +263,9 @@ def build(architecture, num_classes, input_shape, *, weights=None, width=64, syn
     keras-hub preset (``hub_resnet``)."""
     if is_hub_preset(architecture):
         if weights is not None:
-            raise ValueError(f"A keras-hub preset brings its own weights; pass weights=None. Received: weights={weights!r}")
+            raise ValueError(
+                f"A keras-hub preset brings its own weights; pass weights=None. Received: weights={weights!r}"
+            )
         return hub_resnet(architecture, num_classes, input_shape)
     if architecture == "resnet18":
         if weights is not None:
