@@ -433,5 +433,6 @@ def summary(results):
     lines.append(f"Model:  {results['model_path']}")
     if results.get("export_dir"):
         lines.append(f"Export: {results['export_dir']}")
-        lines.append("  (signatures serving_default and serve_uint8: images -> probabilities, class_ids)")
+        lines.append("  (signatures serving_default, serve_uint8 and serve_bytes: images -> probabilities, class_ids, "
+                     "class_names; class_names: every name)")
     return lines
