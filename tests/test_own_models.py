@@ -274,3 +274,35 @@ def test_a_mixed_precision_model_gets_float32_logits_for_its_losses():
     x = np.random.default_rng(0).uniform(size=(8, 16, 16, 1)).astype("float32")
     history = robust.fit(x, np.arange(8) % 10, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_batch_norm_of_a_nested_backbone_moves_as_under_keras_own_fit(frozen):
+    # The fine-tuning idiom (base.trainable = False): batch norm runs on its moving statistics.
+    # In Keras 3.15 base(x, training=False) alone does not hold: fit's training=True overrides
+    # it, for the user's model and the re-traced network alike.
+    def moved(wrap):
+        keras.utils.set_random_seed(8)
+        base = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(8, 3, name="features"),
+                                 keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU()])
+        base.trainable = not frozen
+        inputs = keras.Input((16, 16, 1))
+        model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(
+            base(inputs, training=False))))
+        model = wrap(model)
+        before = base.get_layer("bn").moving_mean.numpy().copy()
+        x = np.random.default_rng(0).uniform(size=(16, 16, 16, 1)).astype("float32")
+        model.fit(x, np.arange(16) % 10, epochs=1, verbose=0)
+        return not np.allclose(base.get_layer("bn").moving_mean.numpy(), before)
+
+    def keras_own(model):
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    def robust(model):
+        wrapped = atalp_tf.RobustClassifier(model, method="at", stages=["features"], train_attack=ATTACK)
+        wrapped.compile(optimizer=keras.optimizers.SGD(0.01))
+        return wrapped
+
+    assert moved(keras_own) == moved(robust) == (not frozen)
