@@ -172,6 +172,13 @@ _LR_BOUNDARIES = flags.DEFINE_list(
     "lr_boundaries", [], "Epochs at which the step schedule multiplies the rate by --lr_decay."
 )
 _LR_DECAY = flags.DEFINE_float("lr_decay", 0.1, "Factor of the step schedule.", lower_bound=0.0)
+_EMA_MOMENTUM = flags.DEFINE_float(
+    "ema_momentum", 0.0,
+    "Weight averaging: momentum of the moving average of the weights and batch norm statistics "
+    "(0: off; 0.999 is usual). Validation, the best epoch, the saved models and the export use "
+    "the average.",
+)
+flags.register_validator("ema_momentum", lambda m: 0 <= m < 1, "--ema_momentum must be in [0, 1), e.g. 0.999")
 
 _PRECISION = flags.DEFINE_enum(
     "precision", "float32", choices.PRECISIONS, "Keras dtype policy."
@@ -363,6 +370,7 @@ def _config_from_flags():
         schedule=_SCHEDULE.value,
         lr_boundaries=tuple(int(b) for b in _LR_BOUNDARIES.value),
         lr_decay=_LR_DECAY.value,
+        ema_momentum=_EMA_MOMENTUM.value,
         strategy=_STRATEGY.value,
         tpu=_TPU.value,
         jit_compile=_JIT_COMPILE.value,
@@ -386,7 +394,7 @@ _GROUPS = {
                "attack_loss", "eval_eps", "eval_step_size", "eval_steps", "overfit_guard"],
     "validation": ["val_steps", "validate_every", "val_examples"],
     "optimisation": ["epochs", "optimizer", "learning_rate", "momentum", "weight_decay",
-                     "weight_decay_type", "schedule", "lr_boundaries", "lr_decay", "precision"],
+                     "weight_decay_type", "schedule", "lr_boundaries", "lr_decay", "ema_momentum", "precision"],
     "run": ["model_dir", "overwrite", "checkpoint_steps", "seed", "deterministic", "strategy", "tpu",
             "jit_compile", "verbose"],
 }

@@ -265,15 +265,17 @@ def test_training_runs_on_a_keras_hub_preset_directory_given_as_architecture(tmp
     assert loaded.stages == ("conv2", "conv3", "conv4", "conv5")
 
 
-def test_a_mixed_precision_model_gets_float32_logits_for_its_losses():
+def test_a_mixed_precision_model_gets_float32_logits_for_its_losses_and_float32_averages():
     keras.mixed_precision.set_global_policy("mixed_float16")  # conftest resets it
     model = _sequential_cnn()
-    robust = atalp_tf.RobustClassifier(model, method="pat", train_attack=ATTACK)
+    robust = atalp_tf.RobustClassifier(model, method="pat", train_attack=ATTACK, ema_momentum=0.5)
     assert model.outputs[0].dtype == "float16" and robust.backbone.output["logits"].dtype == "float32"
     robust.compile(optimizer=keras.optimizers.SGD(0.01))
     x = np.random.default_rng(0).uniform(size=(8, 16, 16, 1)).astype("float32")
-    history = robust.fit(x, np.arange(8) % 10, epochs=1, verbose=0)
+    history = robust.fit(x, np.arange(8) % 10, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+    assert all(average.dtype == "float32" and np.isfinite(average.numpy()).all() for average in robust.averages)
+    assert not np.allclose(robust.averages[0].numpy(), robust._averaged[0].numpy())
 
 
 

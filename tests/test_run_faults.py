@@ -185,6 +185,26 @@ def test_free_training_resumes_at_the_right_batch_though_it_steps_twice_per_batc
     assert results["catastrophic_overfitting"] is None
 
 
+def test_weight_averaging_resumes_mid_epoch_to_the_uninterrupted_run(tmp_path):
+    # The averages are state like the weights: a stop mid-epoch 2, resumed from batch 25's
+    # checkpoint, ends with the uninterrupted run's averaged model and figures.
+    whole, _ = _train(_config(tmp_path / "whole", checkpoint_steps=5, ema_momentum=0.9, export=False))
+    config = _config(tmp_path / "run", checkpoint_steps=5, ema_momentum=0.9, export=False)
+    _train(config, "batch", STEPS_PER_EPOCH + 7)
+    results, lines = _train(config)
+    assert f"  resuming from epoch 2, step {STEPS_PER_EPOCH + 5}" in lines
+    assert _figures(results) == _figures(whole)
+    for name in ("model.keras", os.path.join("checkpoints", "best.keras")):
+        for a, b in zip(_weights(tmp_path / "whole" / name), _weights(tmp_path / "run" / name)):
+            np.testing.assert_array_equal(a, b)
+    # model.keras holds the average as its weights.
+    from atalp_tf.runs.loading import load_classifier
+
+    final = load_classifier(str(tmp_path / "run" / "model.keras"))
+    for variable, average in zip(final._averaged, final.averages):
+        np.testing.assert_array_equal(variable.numpy(), average.numpy())
+
+
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):
     """A run stopped mid-epoch 2 with checkpoints at batches 25 and 30 (and epoch 1's end gone)."""

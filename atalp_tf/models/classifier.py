@@ -11,6 +11,16 @@ mode, in one of two ways (``bn_batches``):
   reference runs them (its default). The moving statistics move once per step, by the average
   of the two halves' updates, as far as a joint or a PAT step moves them.
 
+``ema_momentum`` keeps an exponential moving average of the weights, updated after every
+optimizer step (``a = m a + (1 - m) w``; the first update copies the weights, as Keras'
+optimizer ``use_ema`` does), over the trainable weights and batch norm's moving statistics
+together: the reference implementations average the whole state, not the parameters alone
+(timm's ``ModelEmaV2``; Gowal et al. 2020 and Rebuffi et al. 2021 keep an averaged network
+state beside the averaged parameters), so the averaged model is evaluated with statistics
+averaged in the same way. Keras' ``use_ema`` averages the trainable variables only, which would
+pair averaged weights with the last step's statistics. ``averaged_weights()`` swaps the averages
+in (validation, saving, test, export); a checkpoint holds both, so a resume is exact.
+
 PAT trains on the adversarial batch alone, as Madry et al. do. The attack always runs with
 ``training=False``. ``weight_decay`` (coupled L2) adds ``weight_decay / 2 * ||w||^2`` over
 every trainable weight to the loss, so ``weight_decay * w`` joins the gradient before
@@ -30,6 +40,7 @@ mode, as in the paper; it is loss-scaled under mixed precision, unlike the attac
 gradient (``atalp_tf.attacks.core.input_gradient``).
 """
 
+import contextlib
 import warnings
 
 import keras
@@ -55,6 +66,13 @@ def network_of(model):
     """The functional network of ``model``: a ``RobustClassifier``'s backbone (its stage
     outputs and logits), or the model itself when it is a plain Keras classifier."""
     return getattr(model, "backbone", model)
+
+
+class _Untracked:
+    """Variables a model refers to without owning them (Keras tracks lists set on a layer)."""
+
+    def __init__(self, variables):
+        self.variables = variables
 
 
 def stages_of(model):
@@ -87,6 +105,7 @@ class RobustClassifier(keras.Model):
         clean_ce_weight: share ``w`` of clean cross-entropy in ``alp``, ``at`` and ``at_alp``.
         bn_batches: ``joint``, ``separate`` or ``auto`` (the method's reference).
         weight_decay: coefficient of the coupled L2 decay (0: none).
+        ema_momentum: momentum of the weights' moving average (0: none; 0.999 is usual).
         stages: the layers whose outputs attention pairing compares (``at``, ``at_alp``): a
             list of layer names of ``model`` (nested models included), or a dict from a key to
             a layer name. None: found for keras.applications and keras-hub ResNets; another
@@ -108,6 +127,7 @@ class RobustClassifier(keras.Model):
         clean_ce_weight: float = 0.0,
         bn_batches: str = "auto",
         weight_decay: float = 0.0,
+        ema_momentum: float = 0.0,
         stages: list[str] | dict[str, str] | None = None,
         **kwargs,
     ):
@@ -141,6 +161,8 @@ class RobustClassifier(keras.Model):
             )
         if weight_decay < 0:
             raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
+        if not 0 <= ema_momentum < 1:
+            raise ValueError(f"`ema_momentum` must be in [0, 1). Received: ema_momentum={ema_momentum}")
         if int(free_replays) != free_replays or free_replays < 1:
             raise ValueError(f"`free_replays` must be a positive integer. Received: free_replays={free_replays}")
         # The evaluation attack defaults to the training one, whose step may rightly exceed a
@@ -187,6 +209,21 @@ class RobustClassifier(keras.Model):
         self.clean_ce_weight = float(clean_ce_weight)
         self.bn_batches = resolve_bn_batches(method, bn_batches)
         self.weight_decay = float(weight_decay)
+        self.ema_momentum = float(ema_momentum)
+        # What the average covers, fixed when the model is made: the weights training moves.
+        # Held outside Keras' tracking: they are the backbone's, saved there.
+        self._averaging = _Untracked(list(self.backbone.trainable_variables) + [
+            variable
+            for layer in walk_layers(self.backbone)
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for variable in (layer.moving_mean, layer.moving_variance)
+        ] if self.ema_momentum else [])
+        # Replicas hold equal weights; unsynchronised batch norm statistics are averaged.
+        self.averages = [
+            # A copy: given the variable itself, Keras would wrap the same storage.
+            keras.Variable(tf.identity(variable.value), trainable=False, name=f"average_{index}", aggregation="mean")
+            for index, variable in enumerate(self._averaged)
+        ]
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in objectives.TERMS}
         self._trackers["clean_accuracy"] = keras.metrics.SparseCategoricalAccuracy("clean_accuracy")
@@ -195,6 +232,32 @@ class RobustClassifier(keras.Model):
 
     def call(self, inputs, training=False):
         return self.backbone(inputs, training=training)["logits"]
+
+    @property
+    def _averaged(self):
+        return self._averaging.variables
+
+    def _update_averages(self):
+        # The optimizer counted this step already: its first step copies the weights.
+        momentum = tf.where(self.optimizer.iterations > 1, self.ema_momentum, 0.0)
+        for average, variable in zip(self.averages, self._averaged):
+            average.assign(momentum * average + (1.0 - momentum) * tf.cast(variable.value, average.dtype))
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within the block the model holds the averaged weights (and statistics), then its own
+        again; without ``ema_momentum`` it does nothing."""
+        if not self.averages:
+            yield self
+            return
+        own = [tf.identity(variable.value) for variable in self._averaged]
+        for variable, average in zip(self._averaged, self.averages):
+            variable.assign(average.value)
+        try:
+            yield self
+        finally:
+            for variable, value in zip(self._averaged, own):
+                variable.assign(value)
 
     @property
     def metrics(self):
@@ -320,6 +383,8 @@ class RobustClassifier(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables + ([adv_images] if input_gradient else []))
         self.optimizer.apply(gradients[: len(variables)], variables)
+        if self.averages:
+            self._update_averages()
         return terms, logits, gradients[-1] if input_gradient else None
 
     def _free_train_step(self, images, labels):
@@ -374,6 +439,7 @@ class RobustClassifier(keras.Model):
                 "clean_ce_weight": self.clean_ce_weight,
                 "bn_batches": self.bn_batches,
                 "weight_decay": self.weight_decay,
+                "ema_momentum": self.ema_momentum,
             }
         )
         return config

@@ -4,6 +4,7 @@
   infinite loss stops the run, keeping the last checkpoint whose weights gave a finite loss.
 * ``SaveModel``: ``checkpoints/last.keras`` after every epoch, and ``best.keras`` at the best
   validation epoch (its score and epoch kept in the resumable state), each written whole.
+* ``ValidateAveraged``: validation with the weights' moving average, when the model keeps one.
 * ``StopAfterOneEpoch``: ends the ``fit`` that finishes an interrupted epoch.
 * ``CatastrophicOverfittingGuard``: FGSM and free adversarial training can, within an epoch,
   learn to defeat their own weak attack while robust accuracy against PGD falls to near zero
@@ -26,6 +27,7 @@
   most twice a second); written to a pipe or a file, only the finished lines appear.
 """
 
+import contextlib
 import math
 import sys
 import time
@@ -102,8 +104,9 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
 
 class SaveModel(keras.callbacks.Callback):
-    """Writes the model to ``path`` (whole, by rename) at every epoch's end; with ``monitor``,
-    only when it beats ``best`` (a variable the resumable state keeps, as is ``best_epoch``)."""
+    """Writes the model to ``path`` (whole, by rename) at every epoch's end, its averaged weights
+    if it keeps an average; with ``monitor``, only when it beats ``best`` (a variable the
+    resumable state keeps, as is ``best_epoch``)."""
 
     def __init__(self, path, monitor=None, best=None, best_epoch=None):
         super().__init__()
@@ -117,11 +120,30 @@ class SaveModel(keras.callbacks.Callback):
             value = (logs or {}).get(self.monitor)
             if value is None or not _scalar(value) > float(self.best.numpy()):
                 return  # an epoch without validation, or no better
-        with atomic.replacing(self.path) as temporary:
+        with _averaged(self.model), atomic.replacing(self.path) as temporary:
             self.model.save(temporary)
         if self.monitor is not None:
             self.best.assign(_scalar(logs[self.monitor]))
             self.best_epoch.assign(epoch + 1)
+
+
+class ValidateAveraged(keras.callbacks.Callback):
+    """Validation with the weights' moving average (``RobustClassifier.ema_momentum``), which
+    the best epoch, the guard and the epoch line then judge; training goes on with its own."""
+
+    def __init__(self):
+        super().__init__()
+        self._swapped = contextlib.ExitStack()
+
+    def on_test_begin(self, logs=None):
+        self._swapped.enter_context(_averaged(self.model))
+
+    def on_test_end(self, logs=None):
+        self._swapped.close()
+
+
+def _averaged(model):
+    return model.averaged_weights() if hasattr(model, "averaged_weights") else contextlib.nullcontext()
 
 
 class StopAfterOneEpoch(keras.callbacks.Callback):

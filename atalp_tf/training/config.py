@@ -60,6 +60,7 @@ class OptimizerSettings:
     schedule: str = "cosine"
     lr_boundaries: tuple = ()
     lr_decay: float = 0.1
+    ema_momentum: float = 0.0  # weight averaging (RobustClassifier's ema_momentum); 0: off
 
 
 @dataclasses.dataclass(frozen=True)

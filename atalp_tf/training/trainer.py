@@ -98,7 +98,7 @@ def build_model(config, num_classes, image_shape):
         trades_beta=objective.trades_beta, clean_ce_weight=objective.clean_ce_weight,
         bn_batches=objective.bn_batches, train_attack=adversary.train_attack,
         eval_attack=adversary.eval_attack, attack=adversary.attack, free_replays=adversary.free_replays,
-        seed=config.seed, weight_decay=coupled,
+        seed=config.seed, weight_decay=coupled, ema_momentum=config.optimizer.ema_momentum,
     )
 
 
@@ -164,7 +164,8 @@ def describe_run(config, data, model, resume_point=None):
         f"Training {objective}, {optimizer.epochs} epochs, into {config.model_dir}",
         f"  data:  {config.data.name}, {data.num_classes} classes ({names}); {sizes}; {shape}",
         f"  model: {settings.architecture}" + (f" width {settings.width}" if settings.architecture == "resnet18" else "")
-        + f", {parameters:,} trainable parameters; {optimizer.optimizer} lr {optimizer.learning_rate:g} {optimizer.schedule}",
+        + f", {parameters:,} trainable parameters; {optimizer.optimizer} lr {optimizer.learning_rate:g} {optimizer.schedule}"
+        + (f"; weights averaged (momentum {optimizer.ema_momentum:g})" if optimizer.ema_momentum else ""),
     ]
     lines += [f"  note:  {note}" for note in data.notes]
     if resume_point:
@@ -280,6 +281,8 @@ def _model(config, data):
         attack_seed=model.seed_generator.state.value,
         best_score=best_score,
         best_epoch=best_epoch,
+        # Nor are the weights' moving averages (weight averaging; none without it).
+        **({"averages": [average.value for average in model.averages]} if model.averages else {}),
     )
     return model, _State(checkpoint, best_score, best_epoch)
 
@@ -290,6 +293,8 @@ def _train(config, data, model, state, resume, out, strategy, log, callbacks):
     os.makedirs(out.file(RunDir.CHECKPOINTS), exist_ok=True)
     guard = _guard(config)
     watchers = [
+        # First: validation sees the averaged weights before anything reads its figures.
+        watch.ValidateAveraged(),
         *callbacks,
         # Before the saves, so that a stop on collapse saves the restored weights.
         *([guard] if guard else []),
@@ -377,8 +382,9 @@ def _test(config, data, model, state, guard, plan, out, strategy):
         "catastrophic_overfitting": guard.collapse if guard else None,
         "best_epoch": int(state.best_epoch.numpy()) or None,
         "best_monitor": _best_monitor(config),
-        "test_last": evaluate(model, data.test, config.seed),
     }
+    with model.averaged_weights():
+        results["test_last"] = evaluate(model, data.test, config.seed)
     with strategy.scope():
         # Only the weights matter for evaluation; compile() without an optimizer skips
         # restoring the saved optimizer state.
@@ -392,14 +398,16 @@ def _test(config, data, model, state, guard, plan, out, strategy):
 def _leave(config, data, model, results, out):
     """8. What the run leaves: ``model.keras``, the export and, last, ``results.json``, which
     marks the run finished. Each is written whole; a run stopped among them redoes them all."""
-    with atomic.replacing(out.model_file("final")) as temporary:
-        model.save(temporary)
+    with model.averaged_weights():
+        with atomic.replacing(out.model_file("final")) as temporary:
+            model.save(temporary)
+        if config.runtime.export:
+            export_serving(
+                model, out.file(RunDir.EXPORT), data.image_shape, replace=True, class_names=data.class_names,
+                crop_fraction=None if config.data.name in choices.ARRAY_DATASETS else CENTRE_CROP_FRACTION,
+            )
     results["model_path"] = out.model_file("final")
     if config.runtime.export:
-        export_serving(
-            model, out.file(RunDir.EXPORT), data.image_shape, replace=True, class_names=data.class_names,
-            crop_fraction=None if config.data.name in choices.ARRAY_DATASETS else CENTRE_CROP_FRACTION,
-        )
         results["export_dir"] = out.file(RunDir.EXPORT)
     atomic.write_json(out.file(RunDir.RESULTS), results)
     return results
@@ -433,6 +441,6 @@ def summary(results):
     lines.append(f"Model:  {results['model_path']}")
     if results.get("export_dir"):
         lines.append(f"Export: {results['export_dir']}")
-        lines.append("  (signatures serving_default, serve_uint8 and serve_bytes: images -> probabilities, class_ids, "
-                     "class_names; class_names: every name)")
+        lines.append("  (signatures serving_default, serve_uint8, serve_bytes: images -> probabilities, class_ids, "
+                     "class_names)")
     return lines
