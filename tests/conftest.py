@@ -18,6 +18,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOWERS17 = os.path.join(os.path.dirname(REPO), "shared", "datasets", "flowers17")
 
 
+@pytest.fixture(scope="session")
+def mirrored():
+    """One MirroredStrategy over the two logical CPUs for the whole session: a second one in
+    the same process hands out collective keys that collide with the first's (synchronised
+    batch norm then fails with "Shape mismatch in the collective instance")."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 @pytest.fixture(autouse=True)
 def _float32_policy():
     """A test that sets a mixed-precision policy must not leak it into the next one."""

@@ -189,8 +189,8 @@ def test_a_mixed_precision_model_is_attacked_as_hard_as_its_float32_twin(confide
     assert reduced <= full + 0.02, (full, reduced)
 
 
-def test_each_replica_draws_its_own_random_start():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_each_replica_draws_its_own_random_start(mirrored):
+    strategy = mirrored
     x = tf.fill([4, 6, 6, 1], 0.5)
     with strategy.scope():
         generator = keras.random.SeedGenerator(7)

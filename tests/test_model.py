@@ -110,11 +110,10 @@ def _one_step(strategy, weights, x, y, method="at_alp"):
 # TRADES is left out: its attack starts at x + 0.001 * N(0, 1) whatever the config says, so
 # splitting the batch draws different noise. at_alp covers every term that TRADES scales.
 @pytest.mark.parametrize("method", ["at_alp", "pat"])
-def test_one_device_and_two_replicas_give_the_same_loss_and_update(method, digits16):
+def test_one_device_and_two_replicas_give_the_same_loss_and_update(method, digits16, mirrored):
     x, y = _batch(digits16, 16)
     weights = _classifier(method, synchronized_bn=True).get_weights()
     single_logs, single_weights = _one_step(tf.distribute.get_strategy(), weights, x, y, method)
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
     mirrored_logs, mirrored_weights = _one_step(mirrored, weights, x, y, method)
     for name in single_logs:

@@ -122,7 +122,7 @@ def test_validation_and_the_saved_model_use_the_averaged_weights(tmp_path):
                                model.averages[index].numpy(), rtol=1e-6)
 
 
-def test_weight_averaging_on_two_replicas_equals_one_device():
+def test_weight_averaging_on_two_replicas_equals_one_device(mirrored):
     import tensorflow as tf
 
     from atalp_tf.models import backbones
@@ -133,7 +133,7 @@ def test_weight_averaging_on_two_replicas_equals_one_device():
     keras.utils.set_random_seed(2)
     weights = backbones.resnet18(3, (8, 8, 1), width=2, synchronized_bn=True).get_weights()
     averages = []
-    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+    for strategy in (tf.distribute.get_strategy(), mirrored):
         with strategy.scope():
             network = backbones.resnet18(3, (8, 8, 1), width=2, synchronized_bn=True)
             network.set_weights(weights)
