@@ -197,6 +197,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def hub_stages(network):
+    """``{stage: output}`` of a keras-hub ResNet backbone: its ``pyramid_outputs`` P2..P5 are
+    conv2_x..conv5_x."""
+    return {stage: network.pyramid_outputs[f"P{k}"] for k, stage in zip(range(2, 6), STAGES)}
+
+
 def hub_resnet(preset, num_classes, input_shape=(224, 224, 3)):
     """A keras-hub ResNet backbone (``keras_hub.models.ResNetBackbone``) with a new head.
 
@@ -235,7 +241,7 @@ def hub_resnet(preset, num_classes, input_shape=(224, 224, 3)):
     scale, offset = _hub_normalisation(keras_hub, handle)
     features = keras.Model(
         network.inputs,
-        {**{stage: network.pyramid_outputs[f"P{k}"] for k, stage in zip(range(2, 6), STAGES)}, "out": network.output},
+        {**hub_stages(network), "out": network.output},
         name=network.name,
     )
     inputs = keras.Input(shape=input_shape, name="images")

@@ -212,12 +212,9 @@ class RobustClassifier(keras.Model):
         self.ema_momentum = float(ema_momentum)
         # What the average covers, fixed when the model is made: the weights training moves.
         # Held outside Keras' tracking: they are the backbone's, saved there.
-        self._averaging = _Untracked(list(self.backbone.trainable_variables) + [
-            variable
-            for layer in walk_layers(self.backbone)
-            if isinstance(layer, keras.layers.BatchNormalization)
-            for variable in (layer.moving_mean, layer.moving_variance)
-        ] if self.ema_momentum else [])
+        self._averaging = _Untracked(
+            list(self.backbone.trainable_variables) + self._moving_statistics() if self.ema_momentum else []
+        )
         # Replicas hold equal weights; unsynchronised batch norm statistics are averaged.
         self.averages = [
             # A copy: given the variable itself, Keras would wrap the same storage.
@@ -232,6 +229,15 @@ class RobustClassifier(keras.Model):
 
     def call(self, inputs, training=False):
         return self.backbone(inputs, training=training)["logits"]
+
+    def _moving_statistics(self):
+        """Batch norm's moving means and variances, every layer of the network's."""
+        return [
+            variable
+            for layer in walk_layers(self.backbone)
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for variable in (layer.moving_mean, layer.moving_variance)
+        ]
 
     @property
     def _averaged(self):
@@ -325,12 +331,7 @@ class RobustClassifier(keras.Model):
         # Two passes in training mode, each normalised with its own batch statistics. Each
         # pass would also move the moving statistics; both start from the same values and
         # the step keeps the average of the two updates, so they move once per step.
-        moving = [
-            variable
-            for layer in walk_layers(self.backbone)
-            if isinstance(layer, keras.layers.BatchNormalization)
-            for variable in (layer.moving_mean, layer.moving_variance)
-        ]
+        moving = self._moving_statistics()
         before = [tf.identity(v.value) for v in moving]
         clean = self.backbone(images, training=True)
         after_clean = [tf.identity(v.value) for v in moving]

@@ -15,6 +15,7 @@ import re
 import keras
 
 from atalp_tf.models.backbones import STAGES
+from atalp_tf.models.backbones import hub_stages
 from atalp_tf.models.backbones import walk_layers
 
 LOGITS = "logits"
@@ -26,8 +27,7 @@ def find(model):
     for layer in [model, *walk_layers(model)]:
         pyramid = getattr(layer, "pyramid_outputs", None)
         if isinstance(pyramid, dict) and all(f"P{k}" in pyramid for k in range(2, 6)):
-            # keras-hub's backbones: P2..P5 are the outputs of stages conv2_x..conv5_x.
-            return {stage: pyramid[f"P{k}"]._keras_history.operation.name for k, stage in zip(range(2, 6), STAGES)}
+            return {stage: output._keras_history.operation.name for stage, output in hub_stages(layer).items()}
     last = {}
     for layer in walk_layers(model):
         match = _KERAS_STAGE.match(layer.name)
