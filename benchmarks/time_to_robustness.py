@@ -150,7 +150,8 @@ def _autoattack(model_file, config):
             "warnings": evaluation.warnings, "seconds": time.time() - started}
 
 
-def _run(name, seed):
+def _train(name, seed):
+    """Trains ``name`` from ``seed``; its two rows (own weights, averaged), to be judged later."""
     from atalp_tf.training import trainer
 
     config = _config(name, seed)
@@ -163,13 +164,23 @@ def _run(name, seed):
     seconds = timer.finished - timer.started
     common = {"seed": seed, "minutes": seconds / 60, "validation_share": timer.validation_seconds / seconds,
               "curve": timer.curve}
-    rows = []
-    for recipe, model_file in ((name, own_file), (name + AVERAGED, results["model_path"])):
-        test = _autoattack(model_file, config)
-        print(f"[{recipe} seed {seed}] AutoAttack {test['autoattack']:.4f} clean {test['clean']:.4f} "
-              f"({test['seconds'] / 60:.1f} min)", flush=True)
-        rows.append({"recipe": recipe, **common, "test": test})
-    return rows
+    return [{"recipe": recipe, **common, "model_file": model_file, "test": None}
+            for recipe, model_file in ((name, own_file), (name + AVERAGED, results["model_path"]))]
+
+
+def _judge(row):
+    test = _autoattack(row["model_file"], _config(row["recipe"].removesuffix(AVERAGED), row["seed"]))
+    print(f"[{row['recipe']} seed {row['seed']}] AutoAttack {test['autoattack']:.4f} clean {test['clean']:.4f} "
+          f"({test['seconds'] / 60:.1f} min)", flush=True)
+    row["test"] = test
+
+
+def _judging_order(row):
+    """The reference and the averaged single-step models first, the rows the targets need."""
+    recipe = row["recipe"]
+    single_step = RECIPES[recipe.removesuffix(AVERAGED)]["attack"] != "pgd"
+    rank = 0 if recipe == REFERENCE else 1 if recipe.endswith(AVERAGED) else 2 if single_step else 3
+    return rank, row["seed"], recipe
 
 
 def _mean_se(values):
@@ -181,7 +192,8 @@ def _mean_se(values):
 def _summary(runs):
     by_recipe = {}
     for run in runs:
-        by_recipe.setdefault(run["recipe"], []).append(run)
+        if run["test"] is not None:
+            by_recipe.setdefault(run["recipe"], []).append(run)
     reference = by_recipe.get(REFERENCE, [])
     ref_minutes = statistics.fmean(r["minutes"] for r in reference) if reference else None
     ref_aa = _mean_se([r["test"]["autoattack"] for r in reference]) if reference else None
@@ -192,7 +204,8 @@ def _summary(runs):
         row = {
             "seeds": [r["seed"] for r in group], "minutes": statistics.fmean(r["minutes"] for r in group),
             "validation_share": statistics.fmean(r["validation_share"] for r in group),
-            "clean": statistics.fmean(r["test"]["clean"] for r in group), "clean_per_seed": [r["test"]["clean"] for r in group],
+            "clean": statistics.fmean(r["test"]["clean"] for r in group),
+            "clean_per_seed": [r["test"]["clean"] for r in group],
             "autoattack": mean, "autoattack_se": se, "autoattack_per_seed": aa,
             "collapsed_seeds": [r["seed"] for r in group if r["test"]["autoattack"] < mean - COLLAPSE],
         }
@@ -260,9 +273,10 @@ def _table(summary):
         gain = row.get("averaging_gain")
         gain = f"{gain['mean']:+.3f}+/-{gain['se']:.3f}" if gain else ""
         target = row.get("target")
-        verdict = "" if target is None else ("met" if target["met"] else
-                                             "missed: " + ", ".join(k for k, v in target.items() if not v and k != "met"))
-        lines.append(f"{name:<24} {row['minutes']:>7.2f} {row['validation_share']:>5.0%} {share:>6} {row['clean']:>6.3f} "
+        missed = ", ".join(k for k, v in (target or {}).items() if not v and k != "met")
+        verdict = "" if target is None else ("met" if target["met"] else f"missed: {missed}")
+        lines.append(f"{name:<24} {row['minutes']:>7.2f} {row['validation_share']:>5.0%} {share:>6} "
+                     f"{row['clean']:>6.3f} "
                      f"{row['autoattack']:>7.3f}+/-{row['autoattack_se']:.3f} {per_seed:>20} {gain:>16}  {verdict}")
     return "\n".join(lines)
 
@@ -276,16 +290,32 @@ def main(argv):
                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
                "keras": keras.__version__, "commit": commit}
+    # Every run trains first (the timed part, one after another on a quiet machine), then
+    # AutoAttack judges the models in _judging_order. The JSON is written after each step, and
+    # a second start with the same --output goes on from it: hours of work survive a kill.
     runs = []
+    if _OUTPUT.value and os.path.exists(_OUTPUT.value):
+        with open(_OUTPUT.value) as f:
+            runs = json.load(f)["runs"]
+
+    def save():
+        if _OUTPUT.value:
+            os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+            with open(_OUTPUT.value + ".tmp", "w") as f:
+                json.dump({"runs": runs, "summary": _summary(runs), "reference": REFERENCE,
+                           "ema_momentum": EMA_MOMENTUM, "target_share": TARGET_SHARE, "collapse": COLLAPSE,
+                           "machine": machine}, f, indent=2)
+            os.replace(_OUTPUT.value + ".tmp", _OUTPUT.value)
+
     for seed in (int(s) for s in _SEEDS.value):
         for name in _RECIPES.value:
-            runs.extend(_run(name, seed))
-            summary = _summary(runs)
-            if _OUTPUT.value:  # after every run: hours of work are not lost to a late failure
-                os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-                with open(_OUTPUT.value, "w") as f:
-                    json.dump({"runs": runs, "summary": summary, "reference": REFERENCE, "ema_momentum": EMA_MOMENTUM,
-                               "target_share": TARGET_SHARE, "collapse": COLLAPSE, "machine": machine}, f, indent=2)
+            if not any(r["recipe"] == name and r["seed"] == seed for r in runs):
+                runs.extend(_train(name, seed))
+                save()
+    for row in sorted((r for r in runs if r["test"] is None), key=_judging_order):
+        _judge(row)
+        save()
+    summary = _summary(runs)
     print("\n" + _table(summary))
     if _PLOT.value:
         try:
