@@ -33,6 +33,8 @@ setuptools.setup(
         "bench": ["adversarial-robustness-toolbox>=1.20", "multiprocess>=0.70", "foolbox>=3.3"],
         "test": [
             "pytest>=8",
+            # The linter .ci/run runs first (its rules: pyproject.toml).
+            "ruff>=0.6",
             # Two workers: most of a test's time is TensorFlow's per-op overhead and process
             # start-up, which a second process overlaps on the second core.
             "pytest-xdist>=3.5",

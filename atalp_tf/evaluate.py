@@ -8,9 +8,10 @@ that flag numbers which may overstate robustness (``atalp_tf.evaluation.checks``
 
 ``--model`` is a ``.keras`` file, a training ``model_dir`` (``--checkpoint`` final, best or
 last) or its ``export/``. The data default to the run's own test split, and ``--eps`` to the
-eps the run trained at; ``--dataset`` and friends name other data. Written to ``--out_dir`` (default ``MODEL_DIR/evaluation``):
-``evaluation.json``, ``evaluation.csv`` and, with matplotlib, ``accuracy_vs_iterations.png``.
-Pixels are in [0, 1]: ``--eps=8/255`` and ``--eps=0.25`` (the paper's 64/256) both work.
+eps the run trained at; ``--dataset`` and friends name other data. Written to ``--out_dir``
+(default ``MODEL_DIR/evaluation``): ``evaluation.json``, ``evaluation.csv`` and, with
+matplotlib, ``accuracy_vs_iterations.png``. Pixels are in [0, 1]: ``--eps=8/255`` and
+``--eps=0.25`` (the paper's 64/256) both work.
 A model whose outputs are random is attacked with EOT over ``--eot_samples`` draws (20 unless
 given) and scored by its expected accuracy; one that ends in a softmax through its logits.
 """

@@ -6,7 +6,6 @@ from atalp_tf.choices import OPTIMIZERS
 from atalp_tf.choices import SCHEDULES
 
 
-
 @keras.saving.register_keras_serializable(package="atalp_tf")
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     """Linear from 0 up to ``peak`` over the first ``rise`` share of ``total_steps``, then

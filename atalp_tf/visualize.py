@@ -13,8 +13,9 @@ Commands:
 
 Adversarial examples are untargeted PGD against each model itself (gray-box), with ``--eps``
 and ``--steps``, away from the true class given by ``--labels``; without ``--labels``, away
-from the first model's prediction (the landscape's loss uses the same label). PNGs need matplotlib; without it the command says how to install it and still
-writes the CSV, JSON and NPZ files.
+from the first model's prediction (the landscape's loss uses the same label). PNGs need
+matplotlib; without it the command says how to install it and still writes the CSV, JSON and
+NPZ files.
 """
 
 import os

@@ -34,6 +34,7 @@ eagerly, which has crashed TF 2.21's oneDNN CPU kernels on some batch shapes: th
 turns oneDNN off for itself.
 """
 
+import functools
 import json
 import os
 import time
@@ -71,10 +72,10 @@ def _examples(located):
 
 
 def _compare_autoattack(model, classifier, x, y, eps):
-    import numpy as np
     from art.attacks.evasion import AutoAttack
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.attacks.evasion import SquareAttack
+    import numpy as np
 
     from atalp_tf.evaluation import plan
     from atalp_tf.evaluation import robustness
@@ -111,8 +112,8 @@ def _compare_autoattack(model, classifier, x, y, eps):
 
 
 def _compare_pgd(model, classifier, x, y, eps):
-    import numpy as np
     from art.attacks.evasion import ProjectedGradientDescent
+    import numpy as np
 
     from atalp_tf import attacks
     from atalp_tf.evaluation import plan
@@ -140,6 +141,12 @@ def _compare_pgd(model, classifier, x, y, eps):
     return {"pgd": results}
 
 
+def _call(compiled, x, y):
+    import tensorflow as tf
+
+    return compiled(tf.constant(x), tf.constant(y)).numpy()
+
+
 def _timed(run):
     started = time.time()
     result = run()
@@ -147,10 +154,10 @@ def _timed(run):
 
 
 def _compare_speed(model, classifier, x, y, eps):
-    import numpy as np
-    import tensorflow as tf
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.attacks.evasion import SquareAttack
+    import numpy as np
+    import tensorflow as tf
 
     from atalp_tf.attacks import apgd
     from atalp_tf.attacks import square
@@ -174,10 +181,10 @@ def _compare_speed(model, classifier, x, y, eps):
     rows = {}
     for name, (ours, theirs) in attacks.items():
         np.random.seed(0)
-        _, seconds_theirs = _timed(lambda: theirs.generate(x, y=y))
+        _, seconds_theirs = _timed(functools.partial(theirs.generate, x, y=y))
         compiled = tf.function(ours)
-        _, first = _timed(lambda: compiled(tf.constant(x), tf.constant(y)).numpy())
-        _, second = _timed(lambda: compiled(tf.constant(x), tf.constant(y)).numpy())
+        _, first = _timed(functools.partial(_call, compiled, x, y))
+        _, second = _timed(functools.partial(_call, compiled, x, y))
         rows[name] = {"seconds_theirs": seconds_theirs, "seconds_ours_first_call": first,
                       "seconds_ours_compiled": second, "speedup_first_call": seconds_theirs / first,
                       "speedup_compiled": seconds_theirs / second, "target_2x_met": seconds_theirs / first >= 2}
@@ -194,8 +201,8 @@ def _predictions(model, images):
 
 def main(argv):
     del argv
-    import keras
     from art.estimators.classification import TensorFlowV2Classifier
+    import keras
 
     from atalp_tf.runs.loading import load_classifier
     from atalp_tf.runs.rundir import locate

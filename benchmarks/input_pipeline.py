@@ -40,8 +40,8 @@ def _train_rate(size, batch, steps):
     import keras
     import numpy as np
 
-    from atalp_tf.models import backbones
     from atalp_tf.attacks import PGDConfig
+    from atalp_tf.models import backbones
     from atalp_tf.models.classifier import RobustClassifier
 
     model = RobustClassifier(

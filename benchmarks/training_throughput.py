@@ -51,7 +51,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size of every measur
 _ATTACK_STEPS = flags.DEFINE_integer("attack_steps", 7, "PGD steps (k).", lower_bound=1)
 _FREE_REPLAYS = flags.DEFINE_integer("free_replays", 4, "Replays of free training.", lower_bound=1)
 _RUNS = flags.DEFINE_integer("runs", None, "Timed runs; the median is reported (default: per model).", lower_bound=1)
-_STEPS_PER_RUN = flags.DEFINE_integer("steps_per_run", None, "Steps in one timed run (default: per model).", lower_bound=1)
+_STEPS_PER_RUN = flags.DEFINE_integer("steps_per_run", None, "Steps in one timed run (default: per model).",
+                                      lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", None, "Untimed steps first (default: per model).", lower_bound=1)
 _PEERS = flags.DEFINE_list("peers", list(PEERS), "Peer libraries to measure (empty: none).")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file to write the figures to.")
@@ -140,8 +141,8 @@ def _measure(step, batch, repetitions):
 
 
 def _art_classifier(model, spec):
-    import keras
     from art.estimators.classification import TensorFlowV2Classifier
+    import keras
 
     size = spec["image_size"]
     return TensorFlowV2Classifier(
@@ -347,7 +348,7 @@ def main(argv):
         try:
             __import__(peer)
         except ImportError:
-            raise app.UsageError(f"--peers={peer} needs the benchmark extra: pip install -e '.[bench]'")
+            raise app.UsageError(f"--peers={peer} needs the benchmark extra: pip install -e '.[bench]'") from None
 
     import logging
 

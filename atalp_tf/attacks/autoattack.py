@@ -47,7 +47,8 @@ def components(num_classes, randomised=False):
 
 def cut_note(num_classes, randomised=False):
     """Why the chain is shorter than the reference's for this model, or None."""
-    missing = [c for c in (RAND_COMPONENTS if randomised else COMPONENTS) if c not in components(num_classes, randomised)]
+    chain = components(num_classes, randomised)
+    missing = [c for c in (RAND_COMPONENTS if randomised else COMPONENTS) if c not in chain]
     if not missing:
         return None
     needs = 3 if randomised else 4

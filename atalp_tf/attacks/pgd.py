@@ -33,7 +33,6 @@ from atalp_tf.choices import ATTACK_LOSSES
 from atalp_tf.choices import NORMS
 
 
-
 @dataclasses.dataclass(frozen=True)
 class PGDConfig:
     """Settings of one PGD attack.

@@ -79,7 +79,8 @@ def accuracy_grows_with_eps(report, tolerance=0.01):
     gray = [s for s in report.specs if s.attack == "pgd" and not s.transfer]
     if len({s.eps for s in gray}) < 2:
         return _not_run("accuracy_rises_with_eps", "gray-box PGD at two or more eps", advice)
-    curves = {steps: [(s.eps, report.accuracy(s)) for s in gray if s.steps == steps] for steps in {s.steps for s in gray}}
+    curves = {steps: [(s.eps, report.accuracy(s)) for s in gray if s.steps == steps]
+              for steps in {s.steps for s in gray}}
     rises = _rises(report, curves, tolerance, lambda steps, e1, a1, e2, a2: (
         f"PGD-{steps}: {a1:.3f} at eps {pixels.fraction(e1)} -> {a2:.3f} at {pixels.fraction(e2)}"
     ))
@@ -107,7 +108,8 @@ def more_iterations_help(report, tolerance=0.01):
         "More iterations of the same attack should only help it. The attack is not converging: "
         "use a smaller step size or APGD, and check the loss along the attack path."
     )
-    curves = {eps: [(s.steps, report.accuracy(s)) for s in _gray(report, "pgd", eps)] for eps in {s.eps for s in report.specs}}
+    curves = {eps: [(s.steps, report.accuracy(s)) for s in _gray(report, "pgd", eps)]
+              for eps in {s.eps for s in report.specs}}
     if not any(len({steps for steps, _ in curve}) > 1 for curve in curves.values()):
         return _not_run("more_iterations_raise_accuracy", "gray-box PGD at two or more iteration counts", advice)
     rises = _rises(report, curves, tolerance, lambda eps, n1, a1, n2, a2: (

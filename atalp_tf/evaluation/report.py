@@ -30,7 +30,8 @@ def table(report, checks, title=""):
             f"randomised model: every accuracy is the expected accuracy over {report.eot_samples} fresh draws "
             "per example, +- the draws' standard error (attacks average their gradients over as many draws)"
         )
-    lines.append(f"clean accuracy {report.clean_accuracy:.4f}{error(report.clean_correct)} on {report.num_examples} examples")
+    clean = f"{report.clean_accuracy:.4f}{error(report.clean_correct)}"
+    lines.append(f"clean accuracy {clean} on {report.num_examples} examples")
     lines.append(f"  {'attack':<34} {'box':<5} {'eps':>16} {'steps':>6} {'restarts':>8} {'accuracy':>9}")
     for spec in report.specs:
         eps = pixels.both(spec.eps)
@@ -50,7 +51,8 @@ def table(report, checks, title=""):
         )
     fired = [c for c in checks if c.fired]
     ran = [c for c in checks if c.ran]
-    lines.append(f"checks: {len(fired)} of {len(ran)} fired" + (f", {len(checks) - len(ran)} not run" if len(ran) < len(checks) else ""))
+    not_run = f", {len(checks) - len(ran)} not run" if len(ran) < len(checks) else ""
+    lines.append(f"checks: {len(fired)} of {len(ran)} fired{not_run}")
     for check in checks:
         status = "WARNING" if check.fired else ("ok" if check.ran else "not run")
         lines.append(f"  [{status}] {check.name}: {check.detail}")
@@ -75,7 +77,7 @@ def write_csv(path, report):
                              restarts=0, step_size=0, accuracy=report.clean_accuracy))
         for spec in report.specs:
             writer.writerow(dict(spec.to_dict(), accuracy=report.accuracy(spec)))
-        for eps, (accuracy, names) in report.worst_case().items():
+        for eps, (accuracy, _) in report.worst_case().items():
             writer.writerow(dict(name=f"worst case eps={pixels.fraction(eps)}", attack="worst_case",
                                  box="", eps=eps, eps_255=eps * 255, steps="", restarts="",
                                  step_size="", accuracy=accuracy))

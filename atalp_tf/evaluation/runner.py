@@ -7,9 +7,9 @@ trained at unless given), builds the plan, and evaluates into a directory with
 ``report.evaluate_into``, the same function the reproduce suites use.
 """
 
+from collections.abc import Sequence
 import math
 import os
-from collections.abc import Sequence
 
 import keras
 import numpy as np

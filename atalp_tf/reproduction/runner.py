@@ -34,12 +34,12 @@ from atalp_tf.evaluation import plan
 from atalp_tf.evaluation import report
 from atalp_tf.evaluation import robustness
 from atalp_tf.inspection import maps
-from atalp_tf.training import trainer
-from atalp_tf.training.config import TrainConfig
 from atalp_tf.runs.loading import first_examples
 from atalp_tf.runs.loading import load_classifier
 from atalp_tf.runs.loading import model_shape
 from atalp_tf.runs.rundir import RunDir
+from atalp_tf.training import trainer
+from atalp_tf.training.config import TrainConfig
 
 
 def _jsonable(suite):
@@ -160,7 +160,8 @@ def _write(suite, out_dir, sections, footer):
             lines += ["", f"## {_SECTION_TITLES[checkpoint]}"]
         lines += ["", "| method | " + " | ".join(header) + " |", "| --- " * (len(header) + 1) + "|"]
         for method, values in columns.items():
-            cells = [f"{values.get(h, float('nan')):.4f}" if h != "training hours" else f"{values[h]:.2f}" for h in header]
+            cells = [f"{values.get(h, float('nan')):.4f}" if h != "training hours" else f"{values[h]:.2f}"
+                     for h in header]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", footer]
     if suite.notes:

@@ -3,8 +3,8 @@
 A suite is data, not code: ``atalp_tf.reproduction.runner`` trains each method of ``methods``
 (and the black-box ``source`` model, when there is one) with ``TrainConfig.from_flat(**train,
 method=...)``, then evaluates each with the attacks of ``evaluation``. Its settings are checked
-when it is made: every key must be a setting of ``TrainConfig`` (or ``DataConfig``). ``scaled`` shrinks any suite to a tiny model
-and a few images, which is how the tests check that the GPU suites run as they are.
+when it is made: every key must be a setting of ``TrainConfig`` (or ``DataConfig``). ``scaled``
+shrinks any suite to a tiny model and a few images, which is how the tests check that the GPU suites run as they are.
 
 Settings the paper does not give are ours, and say so in ``notes``.
 """

@@ -191,7 +191,8 @@ class Resume:
         if not steps:
             return "No checkpoint was kept"
         epoch, batch = self.position(steps[0])
-        return f"The last good checkpoint, {self.into.checkpoint_prefix(steps[0])} (epoch {epoch}, step {batch}), was kept"
+        prefix = self.into.checkpoint_prefix(steps[0])
+        return f"The last good checkpoint, {prefix} (epoch {epoch}, step {batch}), was kept"
 
     # --- the training still to do ----------------------------------------------------------
 

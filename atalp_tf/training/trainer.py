@@ -39,13 +39,13 @@ from atalp_tf import datasets
 from atalp_tf import optimizers
 from atalp_tf import pixels
 from atalp_tf.attacks.pgd import PGDConfig
+from atalp_tf.datasets.pipeline import CENTRE_CROP_FRACTION
 from atalp_tf.errors import DataError
 from atalp_tf.errors import Interrupted
 from atalp_tf.errors import UserError
 from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
 from atalp_tf.runs import rundir
-from atalp_tf.datasets.pipeline import CENTRE_CROP_FRACTION
 from atalp_tf.runs.export import export_serving
 from atalp_tf.runs.loading import load_classifier
 from atalp_tf.runs.rundir import RunDir
@@ -164,7 +164,8 @@ def describe_run(config, data, model, resume_point=None):
         f"Training {objective}, {optimizer.epochs} epochs, into {config.model_dir}",
         f"  data:  {config.data.name}, {data.num_classes} classes ({names}); {sizes}; {shape}",
         f"  model: {settings.architecture}" + (f" width {settings.width}" if settings.architecture == "resnet18" else "")
-        + f", {parameters:,} trainable parameters; {optimizer.optimizer} lr {optimizer.learning_rate:g} {optimizer.schedule}"
+        + f", {parameters:,} trainable parameters;"
+        + f" {optimizer.optimizer} lr {optimizer.learning_rate:g} {optimizer.schedule}"
         + (f"; weights averaged (momentum {optimizer.ema_momentum:g})" if optimizer.ema_momentum else ""),
     ]
     lines += [f"  note:  {note}" for note in data.notes]
