@@ -17,7 +17,6 @@ from atalp_tf.cli import DEFINE_pixel_value
 from atalp_tf.errors import Advice
 from atalp_tf.runs.rundir import RunDir
 
-
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Directory for checkpoints, TensorBoard logs and the export.", required=True
 )
@@ -335,12 +334,12 @@ def _config_from_flags():
     eval_eps = _EVAL_EPS.value or _EPS.value
     eval_attack = PGDConfig(eval_eps, _EVAL_STEP_SIZE.value or eval_eps / 4, _EVAL_STEPS.value, **common)
     for message in training_attack.advice(_ATTACK.value, train_attack) + training_attack.advice("eval", eval_attack):
-        warnings.warn(Advice(message))
+        warnings.warn(Advice(message), stacklevel=2)
     return TrainConfig.from_flat(
         model_dir=_MODEL_DIR.value,
         data=dict(
             name=_DATASET.value, batch_size=_BATCH_SIZE.value, data_dir=_DATA_DIR.value,
-            image_size=_IMAGE_SIZE.value or None, seed=_SEED.value, augment=_AUGMENT.value,
+            image_size=_IMAGE_SIZE.value or None, augment=_AUGMENT.value,
             bad_images=_BAD_IMAGES.value, cache=_CACHE.value, split_file=_SPLIT_FILE.value,
             split_index=_SPLIT_INDEX.value,
         ),

@@ -98,18 +98,26 @@ class TrainConfig:
     adversary: AdversarySettings = AdversarySettings()
     optimizer: OptimizerSettings = OptimizerSettings()
     runtime: Runtime = Runtime()
-    seed: int = 0
     deterministic: bool = False
+
+    @property
+    def seed(self) -> int:
+        """The run's one seed: the data's split and order, the weights, the attacks' draws."""
+        return self.data.seed
 
     @classmethod
     def from_flat(cls, **values):
-        """A config from flat settings (``run_config.json``'s keys); ``data`` may be a dict."""
-        top = {name: values.pop(name) for name in ("model_dir", "data", "seed", "deterministic") if name in values}
+        """A config from flat settings (``run_config.json``'s keys); ``data`` may be a dict.
+        A top-level ``seed`` is the run's, and so the data's."""
+        top = {name: values.pop(name) for name in ("model_dir", "data", "deterministic") if name in values}
+        seed = values.pop("seed", None)
         unknown = sorted(set(values) - set(_GROUP_OF))
         if unknown:
             raise TypeError(f"TrainConfig has no setting {', '.join(unknown)}")
         if isinstance(top.get("data"), dict):
             top["data"] = DataConfig(**top["data"])
+        if seed is not None and "data" in top:
+            top["data"] = dataclasses.replace(top["data"], seed=seed)
         groups = {group: {} for group in GROUPS}
         for name, value in values.items():
             groups[_GROUP_OF[name]][name] = tuple(value) if name == "lr_boundaries" else value
@@ -120,13 +128,16 @@ class TrainConfig:
         values = {"model_dir": self.model_dir, "data": dataclasses.asdict(self.data)}
         for group in GROUPS:
             values.update(dataclasses.asdict(getattr(self, group)))
-        values.update(seed=self.seed, deterministic=self.deterministic, lr_boundaries=list(self.optimizer.lr_boundaries))
+        values.update(seed=self.seed, deterministic=self.deterministic,
+                      lr_boundaries=list(self.optimizer.lr_boundaries))
         return values
 
     def replace(self, **flat):
         """This config with some flat settings changed (``method="pat"``, ``data=...``)."""
         values = self.flat()
         values["data"] = self.data
+        if "data" in flat and "seed" not in flat:
+            values.pop("seed")  # the new data's seed is the run's
         values.update(flat)
         return TrainConfig.from_flat(**values)
 
