@@ -14,10 +14,6 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLOWERS17 = os.path.join(os.path.dirname(REPO), "shared", "datasets", "flowers17")
-
-
 @pytest.fixture(scope="session")
 def mirrored():
     """One MirroredStrategy over the two logical CPUs for the whole session: a second one in

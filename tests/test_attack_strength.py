@@ -13,14 +13,14 @@ import pytest
 import tensorflow as tf
 
 from atalp_tf import attacks
-from atalp_tf.models import backbones
+from atalp_tf.attacks import PGDConfig
 from atalp_tf.attacks import fab
 from atalp_tf.attacks import rays
 from atalp_tf.evaluation import robustness
-from atalp_tf.attacks import PGDConfig
-from atalp_tf.runs.loading import load_classifier
-from atalp_tf.models.classifier import RobustClassifier
 from atalp_tf.evaluation.plan import AttackSpec
+from atalp_tf.models import backbones
+from atalp_tf.models.classifier import RobustClassifier
+from atalp_tf.runs.loading import load_classifier
 
 # 12x12x3 with 10 classes: large enough that a weak RayS (a fixed bisection per flip) stays
 # far from the exact answer at 5,000 queries, small enough that a sound one converges.
@@ -55,6 +55,7 @@ def _accuracy(logits_fn, images, labels):
     return float(np.mean(np.argmax(logits_fn(images), -1) == labels))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", [0, 1])
 def test_rays_comes_within_five_points_of_the_exact_robust_accuracy(linear, which):
     logits_fn, x, y, distance, eps_values = linear
@@ -90,6 +91,7 @@ def test_rays_never_holds_the_batch_for_one_example_bisection(linear):
     assert int(passes.numpy()) <= 300 + 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["apgd_ce", "apgd_t", "fab_t"])
 def test_apgd_and_fab_come_within_two_points_of_the_exact_robust_accuracy(linear, attack):
     logits_fn, x, y, distance, eps_values = linear
@@ -157,6 +159,7 @@ def confident_pair(standard_model):
     return confident, _float16_copy(confident)
 
 
+@pytest.mark.slow
 def test_a_mixed_precision_model_is_attacked_as_hard_as_its_float32_twin(confident_pair, digits16, tmp_path):
     confident, half = confident_pair
     _, _, x, y = digits16

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atalp_tf import losses
 from atalp_tf import attacks
+from atalp_tf import losses
 from atalp_tf.attacks import PGDConfig
 
 

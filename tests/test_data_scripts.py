@@ -5,9 +5,14 @@ import subprocess
 import sys
 
 from PIL import Image
+import pytest
+from support import PATIENCE
+from support import REPO
 
 from atalp_tf import datasets
-from conftest import REPO
+
+# Runs the package in other processes.
+pytestmark = pytest.mark.slow
 
 SCRIPT = os.path.join(REPO, "data", "make_imagenet_subset.py")
 SYNSETS = ["n01440764", "n01443537", "n01491361", "n02085620"]
@@ -19,7 +24,7 @@ def _jpeg(path):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=PATIENCE)
 
 
 def test_builds_the_four_class_tree_from_flat_val_with_labels_csv(tmp_path):

@@ -7,18 +7,19 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
+from support import PATIENCE
+from support import REPO
 
 from atalp_tf.runs import rundir as runs
-from conftest import REPO
 
 
 def _run(*args, env=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "atalp_tf.evaluate", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+        cwd=REPO, capture_output=True, text=True, timeout=PATIENCE, env=env,
     )
 
 
@@ -32,6 +33,7 @@ def _run(*args, env=None):
         ("--dataset=nonsense", "--dataset must be one of digits, cifar10, flowers17, folder, or tfds:NAME"),
     ],
 )
+@pytest.mark.slow
 def test_bad_flags_fail_fast_naming_the_flag(tmp_path, flag, message):
     (tmp_path / "m.keras").write_bytes(b"")
     result = _run(f"--model={tmp_path / 'm.keras'}", flag)
@@ -39,6 +41,7 @@ def test_bad_flags_fail_fast_naming_the_flag(tmp_path, flag, message):
     assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_model_is_named(tmp_path):
     result = _run(f"--model={tmp_path / 'nothing.keras'}")
     assert result.returncode != 0 and "--model must be an existing" in result.stderr
@@ -66,6 +69,7 @@ def test_locate_finds_the_model_of_each_form(tmp_path):
         runs.locate(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_run_writes_table_json_csv_and_figure_and_keeps_them(standard_model, source_model, tmp_path):
     target, source = tmp_path / "target.keras", tmp_path / "source.keras"
     standard_model.save(target)
@@ -120,6 +124,7 @@ class Quantize(keras.layers.Layer):
 """
 
 
+@pytest.mark.slow
 def test_a_model_with_a_user_layer_loads_with_import_and_bpda_sees_through_it(robust_cnn, tmp_path):
     import keras
 
@@ -154,6 +159,7 @@ def test_a_model_with_a_user_layer_loads_with_import_and_bpda_sees_through_it(ro
     assert bpda < masked - 0.1, (masked, bpda)
 
 
+@pytest.mark.slow
 def test_a_run_directory_sets_the_eps_and_the_command_reports_as_it_goes(standard_model, tmp_path):
     # A run directory as training leaves it: the model, and the configuration it trained with.
     run = tmp_path / "run"

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atalp_tf import losses
 from atalp_tf import attacks
-from atalp_tf.models import backbones
+from atalp_tf import losses
 from atalp_tf.attacks import PGDConfig
-from atalp_tf.training.callbacks import CatastrophicOverfittingGuard
+from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
+from atalp_tf.training.callbacks import CatastrophicOverfittingGuard
 
 EPS = 0.1
 
@@ -59,6 +59,7 @@ def test_free_training_replays_each_batch_and_climbs_the_input_gradient(digits16
     assert np.mean(np.isclose(moved, EPS / 2, atol=1e-5)) > 0.3
 
 
+@pytest.mark.slow
 def test_fgsm_rs_is_one_signed_step_from_a_random_start_that_raises_the_loss(standard_model, digits16):
     _, _, x_test, y_test = digits16
     x, y = tf.constant(x_test[:128]), tf.constant(y_test[:128])
@@ -105,6 +106,7 @@ def test_n_fgsm_is_one_step_of_eps_from_noise_of_twice_eps_never_projected_onto_
     assert edge.max() <= 1.0 and edge.min() >= 0.98 - 3 * EPS - 1e-6
 
 
+@pytest.mark.slow
 def test_n_fgsm_trains_a_classifier_and_keeps_its_kind_through_saving(digits16, tmp_path):
     x, y, _, _ = digits16
     model = _model(method="pat", attack="n_fgsm", step_size=EPS)
@@ -116,6 +118,7 @@ def test_n_fgsm_trains_a_classifier_and_keeps_its_kind_through_saving(digits16, 
     assert keras.saving.load_model(tmp_path / "n_fgsm.keras").attack == "n_fgsm"
 
 
+@pytest.mark.slow
 def test_fgsm_rs_training_lowers_the_adversarial_loss(digits16):
     # Free training is checked to learn by its resume test in test_faults.
     x, y, _, _ = digits16
@@ -204,6 +207,7 @@ class _CountingTraces(RobustClassifier):
 
 
 # fgsm_rs runs the pgd path with one step.
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["pgd", "free"])
 def test_one_trace_per_input_shape_over_epochs_and_no_host_calls(attack, digits16):
     x, y, _, _ = digits16
@@ -230,11 +234,12 @@ def test_one_trace_per_input_shape_over_epochs_and_no_host_calls(attack, digits1
     assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
+@pytest.mark.slow
 def test_validation_every_n_epochs_on_a_fixed_subset_with_its_own_cheaper_attack(tmp_path):
-    from atalp_tf.training import trainer
-    from atalp_tf.training.config import TrainConfig
     from atalp_tf.datasets import DataConfig
     from atalp_tf.models.classifier import RobustClassifier
+    from atalp_tf.training import trainer
+    from atalp_tf.training.config import TrainConfig
 
     config = TrainConfig.from_flat(
         model_dir=str(tmp_path / "run"), data=DataConfig(name="digits", batch_size=128),

@@ -6,14 +6,18 @@ import subprocess
 import sys
 
 import pytest
+from support import PATIENCE
+from support import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Runs the package in other processes.
+pytestmark = pytest.mark.slow
+
 COMMANDS = ("train", "evaluate", "visualize", "reproduce")
 
 
 def _help(command, which):
     result = subprocess.run([sys.executable, "-m", f"atalp_tf.{command}", which], capture_output=True,
-                            text=True, cwd=REPO, timeout=120)
+                            text=True, cwd=REPO, timeout=PATIENCE)
     # absl's --helpfull exits with 1, as it always has; ours (--help) with 0.
     assert result.returncode == (0 if which == "--help" else 1), result.stderr[-2000:]
     return result.stdout

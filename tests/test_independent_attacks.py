@@ -11,8 +11,11 @@ import sys
 
 import numpy as np
 import pytest
+from support import PATIENCE
+from support import REPO
 
-from conftest import REPO
+# Runs the package in other processes.
+pytestmark = pytest.mark.slow
 
 pytest.importorskip("art", reason="the comparison needs adversarial-robustness-toolbox (the test extra)")
 
@@ -25,7 +28,7 @@ def _compare(root, model, x, y, *flags):
     run = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "independent_attacks.py"),
          f"--model={root / 'model.keras'}", f"--data={root / 'digits.npz'}", f"--num_examples={len(x)}", *flags],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), cwd=REPO,
+        capture_output=True, text=True, timeout=PATIENCE, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), cwd=REPO,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])

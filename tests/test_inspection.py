@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from atalp_tf import losses
-from atalp_tf.models import backbones
 from atalp_tf.inspection import maps as inspection
+from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import REPO
+from support import PATIENCE
+from support import REPO
 
 PACKAGE = os.path.join(REPO, "atalp_tf")
 
@@ -69,13 +69,14 @@ def test_imports_go_down_the_levels_only(relative, path):
     assert not upward, f"{relative} (level {LEVEL[own]}) imports {upward}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "evaluate", "visualize", "reproduce"])
 def test_a_command_defines_its_flags_without_importing_tensorflow(command):
     # ``python -m`` imports the package with argv[0] == "-m": a mistyped flag must then be
     # reported without the seconds TensorFlow's import takes.
     code = (f"import sys; import atalp_tf.{command}; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=PATIENCE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
 
@@ -137,16 +138,28 @@ def test_no_file_of_the_package_is_ignored_by_git():
     if not os.path.isdir(os.path.join(REPO, ".git")):
         pytest.skip("not a git checkout")
     paths = [path for _, path in _modules()]
-    result = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO, capture_output=True, text=True,
+                            timeout=PATIENCE)
     assert result.stdout.strip() == "", f"ignored by git: {result.stdout.split()}"
 
 
+@pytest.mark.slow
 def test_the_package_names_its_public_face_and_loads_it_lazily():
     code = ("import sys, importlib, atalp_tf; loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules); "
             "importlib.import_module('atalp_tf.evaluate'); "
             "print(loaded, callable(atalp_tf.evaluate), callable(atalp_tf.train), "
             "all(hasattr(atalp_tf, name) for name in atalp_tf.__all__))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=PATIENCE)
     assert result.returncode == 0, result.stderr[-2000:]
     # Nothing heavy on import; the functions stay functions when the command modules load.
     assert result.stdout.split() == ["[]", "True", "True", "True"]
+
+
+def test_ci_runs_the_readmes_full_test_command_and_the_readme_gives_the_fast_one():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        commands = [line.strip() for line in f if line.startswith("    python3 -m venv .venv")]
+    with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
+        ci = [line.strip() for line in f if line.startswith("python3 -m venv .venv")]
+    assert len(ci) == 1 and ci[0] in commands, (ci, commands)
+    assert ci[0].endswith("pytest -q -n 2 tests") and "ruff check ." in ci[0]
+    assert any(c.endswith('pytest -q -n 2 -m "not slow" tests') for c in commands), commands

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atalp_tf.models import backbones
 from atalp_tf.attacks import PGDConfig
 from atalp_tf.choices import METHODS
+from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
 
 ATTACK = PGDConfig(eps=0.1, step_size=0.05, steps=2, random_start=False)
@@ -28,6 +28,7 @@ def _batch(digits16, size=32):
     return x[:size], y[:size]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_train_steps_move_weights_and_lower_loss(method, digits16):
     model = _classifier(method)
@@ -41,6 +42,7 @@ def test_train_steps_move_weights_and_lower_loss(method, digits16):
     assert losses[-1] < losses[0], losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method, terms",
     [
@@ -109,6 +111,7 @@ def _one_step(strategy, weights, x, y, method="at_alp"):
 
 # TRADES is left out: its attack starts at x + 0.001 * N(0, 1) whatever the config says, so
 # splitting the batch draws different noise. at_alp covers every term that TRADES scales.
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["at_alp", "pat"])
 def test_one_device_and_two_replicas_give_the_same_loss_and_update(method, digits16, mirrored):
     x, y = _batch(digits16, 16)
@@ -124,6 +127,7 @@ def test_one_device_and_two_replicas_give_the_same_loss_and_update(method, digit
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_keras_file_round_trip_keeps_logits_and_config(tmp_path, digits16):
     model = _classifier("at_alp", alpha=0.3, beta=2.0)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
@@ -138,6 +142,7 @@ def test_keras_file_round_trip_keeps_logits_and_config(tmp_path, digits16):
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mixed_float16_step_scales_the_loss_and_keeps_attack_gradients(digits16):
     keras.mixed_precision.set_global_policy("mixed_float16")
     model = _classifier("at_alp")
@@ -159,6 +164,7 @@ def test_mixed_float16_step_scales_the_loss_and_keeps_attack_gradients(digits16)
     assert moved_examples.all(), f"{(~moved_examples).sum()} examples got a zero attack gradient"
 
 
+@pytest.mark.slow
 def test_clean_ce_weight_mixes_clean_and_adversarial_cross_entropy_as_kannan(digits16):
     model = _classifier("alp", alpha=0.7, clean_ce_weight=0.5)
     model.compile(optimizer=keras.optimizers.SGD(0.0))
@@ -185,6 +191,7 @@ def _moving_means(model):
     return [v.numpy().copy() for v in model.non_trainable_variables if v.path.endswith("moving_mean")]
 
 
+@pytest.mark.slow
 def test_separate_batch_norm_normalises_each_half_alone_and_averages_their_updates(digits16):
     model = _classifier("at_alp", bn_batches="separate")
     model.compile(optimizer=keras.optimizers.SGD(0.0))

@@ -7,8 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+from support import PATIENCE
+from support import REPO
 
-from conftest import REPO
+# Runs the package in other processes.
+pytestmark = pytest.mark.slow
 
 QUICKSTART = os.path.join(REPO, "flags", "quickstart.cfg")
 # One step on a global batch of 1024 (of 1257 training digits). Deterministic attack starts:
@@ -54,7 +58,7 @@ def _finish(processes):
     outputs = []
     try:
         for process in processes:
-            outputs.append(process.communicate(timeout=900))
+            outputs.append(process.communicate(timeout=PATIENCE))
     finally:
         for process in processes:
             process.kill()

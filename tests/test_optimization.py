@@ -59,6 +59,7 @@ def test_one_cycle_rises_to_its_peak_over_two_fifths_and_falls_to_zero_and_round
     assert float(again.learning_rate) == 0.0 and isinstance(again._learning_rate, optimization.OneCycle)
 
 
+@pytest.mark.slow
 def test_weight_averaging_matches_a_hand_computed_average_over_three_steps():
     from atalp_tf.models import backbones
     from atalp_tf.models.classifier import RobustClassifier
@@ -92,6 +93,7 @@ def test_weight_averaging_matches_a_hand_computed_average_over_three_steps():
         np.testing.assert_array_equal(variable.numpy(), value)
 
 
+@pytest.mark.slow
 def test_validation_and_the_saved_model_use_the_averaged_weights(tmp_path):
     from atalp_tf.models import backbones
     from atalp_tf.models.classifier import RobustClassifier
@@ -122,6 +124,7 @@ def test_validation_and_the_saved_model_use_the_averaged_weights(tmp_path):
                                model.averages[index].numpy(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_weight_averaging_on_two_replicas_equals_one_device(mirrored):
     import tensorflow as tf
 

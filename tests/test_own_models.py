@@ -9,6 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from support import PATIENCE
 import tensorflow as tf
 
 import atalp_tf
@@ -57,6 +58,7 @@ def _sequential_cnn():
     ])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pat", "trades"])
 def test_a_sequential_cnn_trains_by_fit_on_the_users_data_and_evaluates_as_the_command_does(method, tmp_path):
     keras.utils.set_random_seed(0)
@@ -73,6 +75,7 @@ def test_a_sequential_cnn_trains_by_fit_on_the_users_data_and_evaluates_as_the_c
     assert evaluation.worst_case[EPS] <= min(evaluation.accuracy.values())
 
 
+@pytest.mark.slow
 def test_the_command_gives_the_same_figures_as_the_library(tmp_path):
     keras.utils.set_random_seed(1)
     robust = atalp_tf.RobustClassifier(_sequential_cnn(), method="pat", train_attack=ATTACK, seed=0)
@@ -83,7 +86,7 @@ def test_the_command_gives_the_same_figures_as_the_library(tmp_path):
         [sys.executable, "-m", "atalp_tf.evaluate", f"--model={tmp_path / 'model.keras'}", "--dataset=digits",
          "--image_size=16", f"--out_dir={tmp_path / 'out'}", f"--eps={EPS}", "--attacks=fgsm,pgd", "--steps=5",
          "--num_examples=100", "--batch_size=50"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=PATIENCE,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     written = json.loads((tmp_path / "out" / "evaluation.json").read_text())
@@ -93,6 +96,7 @@ def test_the_command_gives_the_same_figures_as_the_library(tmp_path):
     assert written["examples"] == evaluation.to_json()["examples"]
 
 
+@pytest.mark.slow
 def test_a_functional_cnn_pairs_the_attention_of_the_stages_it_names(tmp_path):
     keras.utils.set_random_seed(2)
     inputs = keras.Input((16, 16, 1))
@@ -114,6 +118,7 @@ def test_a_functional_cnn_pairs_the_attention_of_the_stages_it_names(tmp_path):
     assert loaded.stages == ("block1", "block3")
 
 
+@pytest.mark.slow
 def test_a_keras_applications_resnet_has_its_stages_found(tmp_path):
     keras.utils.set_random_seed(3)
     model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 1), classes=10,
@@ -127,6 +132,7 @@ def test_a_keras_applications_resnet_has_its_stages_found(tmp_path):
     _saved_loaded_and_evaluated(robust, tmp_path, 32, 10)
 
 
+@pytest.mark.slow
 def test_a_keras_hub_backbone_from_a_local_preset_has_its_stages_found(tmp_path):
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is the optional extra .[hub]")
     keras.utils.set_random_seed(4)
@@ -246,6 +252,7 @@ def test_the_readme_rest_requests_reach_the_signatures_they_name(tmp_path):
     np.testing.assert_allclose(answers[1][0], answers[0][0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_runs_on_a_keras_hub_preset_directory_given_as_architecture(tmp_path):
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is the optional extra .[hub]")
     keras.utils.set_random_seed(7)

@@ -7,11 +7,10 @@ images, scored the same way. A model ending in a softmax must give every gradien
 exactly what its logits give.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras
 
 from atalp_tf.attacks import autoattack
 from atalp_tf.attacks import core
@@ -86,6 +85,7 @@ def _foolbox_eot_pgd(logits_fn, images, labels, restarts=2):
     return float(shares.mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transform", [_noise, _shift], ids=["noise", "shift"])
 def test_autoattack_on_a_randomised_model_is_no_weaker_than_an_independent_eot_attack(
     small_cnn, examples, transform
@@ -141,6 +141,7 @@ def test_eot_gradient_is_the_mean_of_the_draws_exact_gradients():
     np.testing.assert_allclose(result.votes, by_hand_votes)
 
 
+@pytest.mark.slow
 def test_a_softmax_model_gets_what_its_logits_get_from_every_gradient_attack(small_cnn, examples):
     x, y = examples
     inputs = keras.Input((16, 16, 1))

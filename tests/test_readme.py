@@ -3,7 +3,11 @@
 import os
 import re
 
-from conftest import REPO
+import pytest
+from support import REPO
+
+# Runs the README's walk-through, training included.
+pytestmark = pytest.mark.slow
 
 
 def _blocks(section):

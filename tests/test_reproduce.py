@@ -7,14 +7,15 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
+from support import PATIENCE
+from support import REPO
 
-from atalp_tf.reproduction import runner as reproduction
 from atalp_tf.evaluation import plan
-from atalp_tf.reproduction import suites
 from atalp_tf.models.backbones import STAGES
-from conftest import REPO
+from atalp_tf.reproduction import runner as reproduction
+from atalp_tf.reproduction import suites
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,7 @@ def _tiny(name, folder):
     return suites.scaled(suites.SUITES[name], data=dict(name="folder", data_dir=folder, batch_size=8))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["table1", "table2-flowers17"])
 def test_a_gpu_suite_runs_every_method_and_writes_its_table(name, folder, tmp_path):
     # Every method trains through the same TrainConfig path (test_model checks each method's
@@ -96,6 +98,7 @@ def test_every_suite_builds_its_configs_and_attack_plans(folder, tmp_path):
     assert table2.evaluation.step_size == 1 / 256 and max(table2.evaluation.steps) == 200
 
 
+@pytest.mark.slow
 def test_table3_measures_part_attention_of_models_it_trained_or_was_given(tmp_path):
     rng = np.random.default_rng(1)
     data, masks = tmp_path / "data", tmp_path / "masks"
@@ -135,18 +138,20 @@ def test_a_suite_with_other_settings_is_refused_in_the_same_directory(folder, tm
         reproduction.run_suite(_tiny("cpu-flowers", folder), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_the_command_names_a_bad_suite():
     result = subprocess.run(
         [sys.executable, "-m", "atalp_tf.reproduce", "--suite=table9"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO, capture_output=True, text=True, timeout=PATIENCE,
     )
     assert result.returncode != 0 and "--suite" in result.stderr and "cpu-flowers" in result.stderr
 
 
+@pytest.mark.slow
 def test_table3_without_masks_is_refused_before_any_work(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "atalp_tf.reproduce", "--suite=table3", f"--out_dir={tmp_path / 'out'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO, capture_output=True, text=True, timeout=PATIENCE,
     )
     assert result.returncode != 0 and "--suite=table3 needs --mask_dir" in result.stderr
     assert not os.path.exists(tmp_path / "out")

@@ -22,6 +22,7 @@ def _accuracy(model, images, labels):
     return float(np.mean(np.argmax(model(images, training=False), -1) == labels))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "spec",
     [
@@ -66,6 +67,7 @@ def test_dlr_losses_match_hand_values():
     )
 
 
+@pytest.mark.slow
 def test_pgd_accuracy_falls_with_eps_and_iterations(standard_model, batch):
     specs = [AttackSpec("pgd", e, s) for e in (2 / 255, 6 / 255, 12 / 255) for s in (1, 10)]
     report = robustness.evaluate(robustness.logits_of(standard_model), [batch], specs, seed=0)
@@ -77,6 +79,7 @@ def test_pgd_accuracy_falls_with_eps_and_iterations(standard_model, batch):
     assert by[(12 / 255, 10)] < 0.3 * report.clean_accuracy
 
 
+@pytest.mark.slow
 def test_apgd_and_the_worst_case_are_at_least_as_strong_as_pgd(standard_model, batch):
     specs = [
         AttackSpec("pgd", 4 / 255, 10),
@@ -97,6 +100,7 @@ def test_apgd_and_the_worst_case_are_at_least_as_strong_as_pgd(standard_model, b
     assert worst == pytest.approx(float(np.mean(every)))
 
 
+@pytest.mark.slow
 def test_black_box_transfer_is_weaker_than_gray_box(standard_model, source_model, batch):
     specs = [AttackSpec("pgd", EPS, 10), AttackSpec("pgd", EPS, 10, transfer=True)]
     report = robustness.evaluate(
@@ -108,6 +112,7 @@ def test_black_box_transfer_is_weaker_than_gray_box(standard_model, source_model
     assert black < report.clean_accuracy  # the transferred examples still do some harm
 
 
+@pytest.mark.slow
 def test_restarts_only_lower_accuracy_and_a_seed_repeats(standard_model, batch):
     x, y = batch
     batches = [(x[:48], y[:48]), (x[48:], y[48:])]
@@ -166,6 +171,7 @@ def _counting_robust_model():
     return logits_fn, forwards, backwards
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eot", [1, 3], ids=["deterministic", "eot3"])
 def test_every_rows_cost_is_the_passes_it_makes(eot):
     from atalp_tf.attacks import core

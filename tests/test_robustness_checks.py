@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atalp_tf.evaluation import robustness
 from atalp_tf.evaluation import checks as robustness_checks
+from atalp_tf.evaluation import robustness
 from atalp_tf.evaluation.outcomes import Report
 from atalp_tf.evaluation.plan import AttackSpec
 
@@ -22,6 +22,7 @@ def _fired(report):
     return {c.name for c in robustness_checks.run_checks(report) if c.fired}
 
 
+@pytest.mark.slow
 def test_an_honest_model_trips_no_check(standard_model, source_model, batches):
     specs = [AttackSpec("fgsm", e) for e in (4 / 255, EPS)]
     specs += [AttackSpec("pgd", e, s) for e in (4 / 255, EPS) for s in (5, 10)]
@@ -35,6 +36,7 @@ def test_an_honest_model_trips_no_check(standard_model, source_model, batches):
     assert report.probes["unbounded_pgd_accuracy"] < 0.05
 
 
+@pytest.mark.slow
 def test_a_gradient_masking_model_trips_the_gradient_checks(standard_model, batches):
     # Logits scaled by 1e4 saturate the softmax: the cross-entropy's input gradient is exactly
     # zero on confident inputs, while the decisions are the honest model's.
@@ -56,6 +58,7 @@ def test_a_gradient_masking_model_trips_the_gradient_checks(standard_model, batc
     assert worst < report.accuracy(specs[1]) - 0.1
 
 
+@pytest.mark.slow
 def test_the_scale_invariant_dlr_loss_sees_through_the_saturated_softmax(standard_model, batches):
     honest = robustness.logits_of(standard_model)
     specs = [AttackSpec("pgd", EPS, 10), AttackSpec("apgd_t", EPS, 10, num_targets=3)]
@@ -73,6 +76,7 @@ def test_a_model_that_outputs_probabilities_is_flagged(standard_model, batches):
     assert "outputs_probabilities" in _fired(report)
 
 
+@pytest.mark.slow
 def test_a_random_model_is_attacked_with_eot_and_flagged_only_without_it(standard_model, batches):
     honest = robustness.logits_of(standard_model)
     noisy = lambda images: honest(images) + tf.random.normal([tf.shape(images)[0], 10])  # noqa: E731

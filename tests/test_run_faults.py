@@ -18,8 +18,11 @@ import sys
 
 import numpy as np
 import pytest
+from support import PATIENCE
+from support import REPO
 
-from conftest import REPO
+# Trains runs to stop, damage and resume them.
+pytestmark = pytest.mark.slow
 
 STEPS_PER_EPOCH = 20  # digits: 1257 training images, 60 a batch
 
@@ -159,16 +162,16 @@ def test_a_real_process_stopped_at_a_point_resumes(tmp_path):
     from atalp_tf import atomic
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", ATALP_TF_STOP_AT="imports")
-    stopped = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    stopped = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=PATIENCE)
     assert stopped.returncode == atomic.STOPPED_EXIT, stopped.stderr[-2000:]
     assert not os.path.exists(tmp_path / "run")
     env["ATALP_TF_STOP_AT"] = "write last.keras"
-    stopped = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    stopped = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=PATIENCE)
     assert stopped.returncode == atomic.STOPPED_EXIT, stopped.stderr[-2000:]
     left = os.listdir(tmp_path / "run" / "checkpoints")
     assert [n for n in left if atomic.is_temporary(n)] and "last.keras" not in left
     del env["ATALP_TF_STOP_AT"]
-    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=PATIENCE)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] > 0
     _loadable(tmp_path / "run")
@@ -296,7 +299,7 @@ def _mount_tmpfs(path, options):
     no mount command, a container without the right)."""
     try:
         return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                              capture_output=True, timeout=60).returncode == 0
+                              capture_output=True, timeout=PATIENCE).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -364,10 +367,11 @@ def _locked_elsewhere(model_dir):
     from atalp_tf.runs.rundir import RunDir
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, json, os, sys, time; f = open(sys.argv[1], 'w'); "
+        # It holds the lock until the test closes its input, however long the test takes.
+        [sys.executable, "-c", "import fcntl, json, os, sys; f = open(sys.argv[1], 'w'); "
          "fcntl.flock(f, fcntl.LOCK_EX); json.dump({'pid': os.getpid(), 'since': 'noon', 'command': 'train'}, f); "
-         "f.flush(); print('held', flush=True); time.sleep(600)", str(model_dir / RunDir.LOCK)],
-        stdout=subprocess.PIPE, text=True,
+         "f.flush(); print('held', flush=True); sys.stdin.read()", str(model_dir / RunDir.LOCK)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"

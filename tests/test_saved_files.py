@@ -4,8 +4,7 @@ import os
 
 import keras
 import numpy as np
-
-from conftest import REPO
+from support import REPO
 
 DATA = os.path.join(REPO, "tests", "data")
 

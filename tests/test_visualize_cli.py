@@ -7,19 +7,20 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
+from support import PATIENCE
+from support import REPO
 
 from atalp_tf.models import backbones
 from atalp_tf.models.classifier import RobustClassifier
-from conftest import REPO
 
 
 def _run(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, "-m", "atalp_tf.visualize", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        cwd=REPO, capture_output=True, text=True, timeout=PATIENCE, env=env,
     )
 
 
@@ -42,6 +43,7 @@ def setup(tmp_path_factory):
     return root, models
 
 
+@pytest.mark.slow
 def test_attention_writes_one_grid_per_image_and_the_maps(setup):
     root, models = setup
     out = root / "attention"
@@ -60,6 +62,7 @@ def test_attention_writes_one_grid_per_image_and_the_maps(setup):
     assert again.returncode == 1 and "pass --overwrite" in again.stderr
 
 
+@pytest.mark.slow
 def test_parts_reports_a_share_per_stage_for_clean_and_adversarial(setup):
     root, models = setup
     out = root / "parts"
@@ -77,6 +80,7 @@ def test_parts_reports_a_share_per_stage_for_clean_and_adversarial(setup):
     assert "clean" in result.stdout and "conv5" in result.stdout
 
 
+@pytest.mark.slow
 def test_parts_names_a_missing_mask(setup):
     root, models = setup
     (root / "empty_masks").mkdir(exist_ok=True)
@@ -85,6 +89,7 @@ def test_parts_names_a_missing_mask(setup):
     assert result.returncode == 1 and "No mask for" in result.stderr and "img0" in result.stderr
 
 
+@pytest.mark.slow
 def test_landscape_writes_a_grid_per_model_and_a_surface(setup):
     root, models = setup
     out = root / "landscape"
@@ -99,6 +104,7 @@ def test_landscape_writes_a_grid_per_model_and_a_surface(setup):
         assert png.size[0] > 500
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_named(setup):
     root, models = setup
     assert "--models must list existing .keras files" in _run(
@@ -106,6 +112,7 @@ def test_bad_arguments_are_named(setup):
     assert "Give one command" in _run("pictures", f"--models={models[0]}", f"--out_dir={root}").stderr
 
 
+@pytest.mark.slow
 def test_without_matplotlib_the_csv_is_written_and_the_install_is_named(setup, tmp_path):
     root, models = setup
     blocker = tmp_path / "blocker" / "matplotlib"
@@ -116,13 +123,14 @@ def test_without_matplotlib_the_csv_is_written_and_the_install_is_named(setup, t
     result = subprocess.run(
         [sys.executable, "-m", "atalp_tf.visualize", "landscape", f"--models={models[0]}",
          f"--images={root / 'images' / 'img0.jpg'}", "--grid=3", f"--out_dir={out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        cwd=REPO, capture_output=True, text=True, timeout=PATIENCE, env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pip install 'atalp_tf[plots]'" in result.stderr
     assert os.listdir(out) == ["landscape_pat_img0.csv"]
 
 
+@pytest.mark.slow
 def test_a_run_directory_gives_its_class_names_and_labels_are_checked(setup, tmp_path):
     root, models = setup
     run = tmp_path / "run"
