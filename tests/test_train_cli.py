@@ -172,8 +172,7 @@ def test_help_groups_the_flags_and_shows_defaults_as_written():
 
 @pytest.mark.slow
 def test_cheap_mistakes_are_caught_before_training_and_data_errors_are_one_paragraph(tmp_path):
-    result = _train(f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}", "--architecture=resnet50",
-                    timeout=PATIENCE)
+    result = _train(f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}", "--architecture=resnet50")
     assert "--architecture=resnet50 takes images of at least 32x32" in result.stderr, result.stderr[-2000:]
     assert "--image_size=32 or more" in result.stderr
     # A step above eps is allowed but questioned; the data error that follows is one paragraph.
