@@ -163,7 +163,8 @@ def describe_run(config, data, model, resume_point=None):
     lines = [
         f"Training {objective}, {optimizer.epochs} epochs, into {config.model_dir}",
         f"  data:  {config.data.name}, {data.num_classes} classes ({names}); {sizes}; {shape}",
-        f"  model: {settings.architecture}" + (f" width {settings.width}" if settings.architecture == "resnet18" else "")
+        f"  model: {settings.architecture}"
+        + (f" width {settings.width}" if settings.architecture == "resnet18" else "")
         + f", {parameters:,} trainable parameters;"
         + f" {optimizer.optimizer} lr {optimizer.learning_rate:g} {optimizer.schedule}"
         + (f"; weights averaged (momentum {optimizer.ema_momentum:g})" if optimizer.ema_momentum else ""),
