@@ -88,7 +88,7 @@ def _config(name, seed):
     recipe = RECIPES[name]
     return TrainConfig.from_flat(
         model_dir=os.path.join(_OUT_DIR.value, f"{name}_seed{seed}"),
-        data=DataConfig(name="flowers17", batch_size=32, data_dir=_DATA_DIR.value, image_size=32, seed=seed,
+        data=DataConfig(name="flowers17", batch_size=32, data_dir=_DATA_DIR.value, image_size=32,
                         augment="flip", cache="memory"),
         train_attack=PGDConfig(EPS, recipe["step"], recipe["steps"]),
         eval_attack=PGDConfig(EPS, EPS / 4, 20),
@@ -175,11 +175,14 @@ def _judge(row):
     row["test"] = test
 
 
+def _single_step(recipe):
+    return RECIPES[recipe.removesuffix(AVERAGED)]["attack"] != "pgd"
+
+
 def _judging_order(row):
     """The reference and the averaged single-step models first, the rows the targets need."""
     recipe = row["recipe"]
-    single_step = RECIPES[recipe.removesuffix(AVERAGED)]["attack"] != "pgd"
-    rank = 0 if recipe == REFERENCE else 1 if recipe.endswith(AVERAGED) else 2 if single_step else 3
+    rank = 0 if recipe == REFERENCE else 1 if recipe.endswith(AVERAGED) else 2 if _single_step(recipe) else 3
     return rank, row["seed"], recipe
 
 
@@ -211,8 +214,7 @@ def _summary(runs):
         }
         if ref_minutes:
             row["time_share"] = row["minutes"] / ref_minutes
-        single_step = RECIPES[name.removesuffix(AVERAGED)]["attack"] != "pgd"
-        if ref_aa and single_step:
+        if ref_aa and _single_step(name):
             row["target"] = {
                 "reaches_reference": mean >= ref_aa[0] - ref_aa[1],
                 "in_time": row["time_share"] <= TARGET_SHARE,
