@@ -79,6 +79,29 @@ def DEFINE_pixel_list(name, default, help_text, **kwargs):  # noqa: N802 (absl's
     return flags.DEFINE(PixelListParser(), name, default, help_text, serializer=PixelSerializer(), **kwargs)
 
 
+_DEFINE = {"string": flags.DEFINE_string, "integer": flags.DEFINE_integer, "float": flags.DEFINE_float,
+           "bool": flags.DEFINE_bool, "list": flags.DEFINE_list}
+
+
+def define_options(groups):
+    """Defines a flag for each option of ``groups`` (``{group: options}``, options like
+    ``training.options.Option``), in order, with its bounds and check; returns the help groups
+    (``{group: flag names}``) for ``command``."""
+    for options in groups.values():
+        for option in options:
+            bounds = {key: value for key, value in (("lower_bound", option.lower), ("upper_bound", option.upper))
+                      if value is not None}
+            if option.kind == "enum":
+                flags.DEFINE_enum(option.flag, option.default, option.values, option.help, required=option.required)
+            elif option.kind == "pixel":
+                DEFINE_pixel_value(option.flag, option.default, option.help, required=option.required)
+            else:
+                _DEFINE[option.kind](option.flag, option.default, option.help, required=option.required, **bounds)
+            if option.check:
+                flags.register_validator(option.flag, option.check[0], message=option.check[1])
+    return {group: [option.flag for option in options] for group, options in groups.items()}
+
+
 _EXISTS = {"directory": os.path.isdir, "file": os.path.isfile, "path": os.path.exists}
 
 

@@ -1,5 +1,6 @@
 """The train command: flag validation, the flagfiles, and a run that ends in a servable export."""
 
+import dataclasses
 import glob
 import importlib
 import json
@@ -165,9 +166,9 @@ def test_help_groups_the_flags_and_shows_defaults_as_written():
     assert result.returncode == 0
     text = result.stdout
     headings = [line for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
-    assert headings == ["data:", "model:", "objective:", "attack:", "validation:", "optimisation:", "run:"]
+    assert headings == ["run:", "data:", "model:", "objective:", "adversary:", "optimizer:", "runtime:"]
     assert "--eps (default 8/255)" in text and "0.0313" not in text
-    assert text.index("attack:") < text.index("--eps (default") < text.index("optimisation:")
+    assert text.index("adversary:") < text.index("--eps (default") < text.index("optimizer:")
 
 
 @pytest.mark.slow
@@ -262,3 +263,40 @@ def test_xla_compiled_run_trains(tmp_path):
     assert results["config"]["jit_compile"] is True
     assert 0.0 <= results["test_last"]["pgd_accuracy"] <= results["test_last"]["clean_accuracy"]
     assert results["steps"] == 19
+
+
+def _setting_paths(kind, prefix=""):
+    """The dotted paths of a config dataclass's settings (``run_config.json``'s keys, the data's
+    and the attacks' nested), the nested dataclasses followed."""
+    from atalp_tf.attacks import PGDConfig
+    from atalp_tf.training.config import AdversarySettings
+    from atalp_tf.training.config import TrainConfig
+
+    paths = []
+    for field in dataclasses.fields(kind):
+        nested = PGDConfig if kind is AdversarySettings and field.name.endswith("_attack") else field.type
+        if not dataclasses.is_dataclass(nested):
+            paths.append(f"{prefix}{field.name}")
+        elif kind is TrainConfig and field.name != "data":
+            paths += _setting_paths(nested)  # a group: its settings are flat keys
+        else:
+            paths += _setting_paths(nested, f"{prefix}{field.name}.")
+    return paths
+
+
+def test_every_setting_has_one_flag_or_says_why_not_and_help_groups_are_the_configs():
+    from atalp_tf.training import config
+    from atalp_tf.training import options
+
+    given = [field for option in options.OPTIONS for field in option.fields]
+    assert len(given) == len(set(given)), "a setting given by two flags"
+    assert not set(given) & set(options.INTERNAL)
+    assert set(given) | set(options.INTERNAL) == set(_setting_paths(config.TrainConfig))
+    assert len(options.FLAG_NAMES) == len(set(options.FLAG_NAMES))
+    assert list(options.GROUPS) == ["run", "data", *config.GROUPS]
+    for group, kind in config.GROUPS.items():
+        names = {field.name for field in dataclasses.fields(kind)}
+        assert {f.split(".")[0] for option in options.GROUPS[group] for f in option.fields} <= names, group
+    top = {field.name for field in dataclasses.fields(config.TrainConfig)}
+    assert all(f.startswith("data.") for option in options.GROUPS["data"] for f in option.fields)
+    assert all(f in top for option in options.GROUPS["run"] for f in option.fields)

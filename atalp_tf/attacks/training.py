@@ -31,6 +31,8 @@ from atalp_tf.attacks.pgd import ascent_direction
 
 # The default step of each kind, as a multiple of eps.
 DEFAULT_STEP = {"pgd": 0.25, "fgsm_rs": 1.25, "free": 1.0, "n_fgsm": 1.0}
+# The default step of the attack that validates and tests a training run, as a multiple of eps.
+EVAL_STEP = 0.25
 # N-FGSM's noise: uniform in [-k eps, k eps] (de Jorge et al.'s k = 2).
 N_FGSM_NOISE = 2.0
 FGSM_STEP_LIMIT = 1.25
@@ -42,6 +44,12 @@ def config(kind, eps, *, step_size=None, steps=7, **settings):
     given, and one step for the single-step kinds. ``settings``: norm, random_start, loss."""
     step_size = step_size or eps * DEFAULT_STEP[kind]
     return PGDConfig(eps, step_size, steps if kind == "pgd" else 1, **settings)
+
+
+def evaluation(eps, *, step_size=None, steps=20, **settings):
+    """The ``PGDConfig`` that validates and tests a training run: PGD with a step of
+    ``EVAL_STEP * eps`` unless one is given. ``settings``: norm, random_start, loss."""
+    return PGDConfig(eps, step_size or eps * EVAL_STEP, steps, **settings)
 
 
 def as_run(kind, config):

@@ -35,6 +35,7 @@ from atalp_tf.errors import MissingPath
 from atalp_tf.errors import ModelFileError
 from atalp_tf.errors import UserError
 from atalp_tf.runs.lock import RunLock
+from atalp_tf.training import options
 
 
 class ModelDirInUse(UserError, FileExistsError):
@@ -252,15 +253,6 @@ def locate(path, checkpoint="final"):
 
 # What runs made before a setting existed did, where that differs from the setting's default.
 _LEGACY = {"bn_batches": "joint"}
-# The flag of each setting whose name differs from its flat config key (dotted for nested ones).
-_FLAG_NAMES = {
-    "data.name": "dataset", "train_attack.steps": "attack_steps", "train_attack.loss": "attack_loss",
-    "eval_attack.eps": "eval_eps", "eval_attack.step_size": "eval_step_size", "eval_attack.steps": "eval_steps",
-    "synchronized_bn": "sync_batchnorm",
-}
-_PIXEL_FIELDS = ("eps", "step_size")
-
-
 def _flatten(values, prefix=""):
     flat = {}
     for key, value in values.items():
@@ -274,7 +266,7 @@ def _flatten(values, prefix=""):
 def _show(field, value):
     if value is None:
         return "unset"
-    if field.rsplit(".", 1)[-1] in _PIXEL_FIELDS and isinstance(value, float):
+    if options.is_pixel(field) and isinstance(value, float):
         return pixels.fraction(value)
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "none"
@@ -282,13 +274,14 @@ def _show(field, value):
 
 
 def flag_differences(saved, current):
-    """``["`batch_size`: 128 then, 8 now", ...]`` for the settings that differ, named by flag."""
+    """``["`batch_size`: 128 then, 8 now", ...]`` for the settings that differ, named by their
+    flags (``training.options``)."""
     saved, current = _flatten(saved), _flatten(current)
     lines = {}
     for field in sorted(set(saved) | set(current)):
         then, now = saved.get(field), current.get(field)
         if then != now:
-            flag = _FLAG_NAMES.get(field, field.rsplit(".", 1)[-1])
+            flag = options.flag_of(field)
             lines.setdefault(flag, f"`{flag}`: {_show(field, then)} then, {_show(field, now)} now")
     return list(lines.values())
 
