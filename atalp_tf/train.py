@@ -111,12 +111,12 @@ def _check_no_clobber(values):
 
 
 def _config_from_flags():
-    from atalp_tf.attacks import training as training_attack
+    from atalp_tf.attacks import training_attack
+    from atalp_tf.training.config import TrainConfig
 
-    config = options.config({name: flags.FLAGS[name].value for name in options.FLAG_NAMES})
+    config = TrainConfig.from_settings(options.settings({name: flags.FLAGS[name].value for name in options.FLAG_NAMES}))
     adversary = config.adversary
-    for message in training_attack.advice(adversary.attack, adversary.train_attack) + training_attack.advice(
-            "eval", adversary.eval_attack):
+    for message in adversary.training_attack.advice() + training_attack.advice("eval", adversary.eval_attack):
         warnings.warn(Advice(message), stacklevel=2)
     return config
 

@@ -16,6 +16,7 @@ from atalp_tf import attacks
 from atalp_tf.attacks import PGDConfig
 from atalp_tf.attacks import fab
 from atalp_tf.attacks import rays
+from atalp_tf.attacks.training_attack import TrainingAttack
 from atalp_tf.evaluation import robustness
 from atalp_tf.evaluation.plan import AttackSpec
 from atalp_tf.models import backbones
@@ -182,8 +183,7 @@ def test_a_mixed_precision_model_is_attacked_as_hard_as_its_float32_twin(confide
     # Training's attack too: every example moves, and it hurts the float16 model as much.
     config = PGDConfig(0.1, 0.025, 10, random_start=False)
     for model in (confident, half):
-        model.train_attack = config
-        model.attack = "pgd"
+        model.training_attack = TrainingAttack("pgd", config)
     adversarial = {
         n: tf.function(m.adversarial_examples)(x, y, config).numpy() for n, m in (("full", confident), ("half", half))
     }

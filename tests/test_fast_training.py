@@ -59,6 +59,28 @@ def test_free_training_replays_each_batch_and_climbs_the_input_gradient(digits16
     assert np.mean(np.isclose(moved, EPS / 2, atol=1e-5)) > 0.3
 
 
+def test_the_training_attack_is_one_value_made_once_and_saved_as_its_three_settings(tmp_path):
+    from atalp_tf.attacks.training_attack import TrainingAttack
+
+    value = TrainingAttack.make("free", EPS, replays=3)
+    assert (value.config.step_size, value.config.steps, value.updates_per_batch) == (EPS, 1, 3)
+    assert TrainingAttack.make("pgd", EPS, steps=5).run_config() == PGDConfig(EPS, EPS / 4, 5)
+    assert TrainingAttack("fgsm_rs", PGDConfig(EPS, EPS, 3, random_start=False)).run_config() == PGDConfig(
+        EPS, EPS, 1, random_start=True)
+    backbone = backbones.resnet18(10, (16, 16, 1), width=4)
+    given = RobustClassifier(backbone, method="pat", attack=value)
+    loose = RobustClassifier(backbone, method="pat", attack="free", train_attack=value.config, free_replays=3)
+    assert given.training_attack == loose.training_attack == value and given.updates_per_batch == 3
+    assert {k: given.get_config()[k] for k in ("attack", "train_attack", "free_replays")} == {
+        "attack": "free", "train_attack": value.config.to_dict(), "free_replays": 3}
+    given.save(tmp_path / "free.keras")
+    assert keras.saving.load_model(tmp_path / "free.keras").training_attack == value
+    with pytest.raises(ValueError, match="holds its settings"):
+        RobustClassifier(backbone, method="pat", attack=value, train_attack=value.config)
+    with pytest.raises(ValueError, match="`attack` must be one of"):
+        TrainingAttack("fgsm", value.config)
+
+
 @pytest.mark.slow
 def test_fgsm_rs_is_one_signed_step_from_a_random_start_that_raises_the_loss(standard_model, digits16):
     _, _, x_test, y_test = digits16
@@ -80,14 +102,14 @@ def test_fgsm_rs_is_one_signed_step_from_a_random_start_that_raises_the_loss(sta
 
 
 def test_n_fgsm_is_one_step_of_eps_from_noise_of_twice_eps_never_projected_onto_the_ball():
-    from atalp_tf.attacks import training as training_attack
+    from atalp_tf.attacks import training_attack
 
     # A loss whose input gradient is known everywhere: the sum of w * x, gradient w.
     rng = np.random.default_rng(0)
     weights = tf.constant(rng.choice([-1.0, 1.0], size=(1, 8, 8, 1)), tf.float32)
     loss_fn = lambda z: tf.reduce_sum(weights * z, axis=[1, 2, 3])  # noqa: E731
     x = tf.fill([500, 8, 8, 1], 0.5)
-    config = training_attack.config("n_fgsm", EPS)
+    config = training_attack.TrainingAttack.make("n_fgsm", EPS).config
     assert config.step_size == pytest.approx(EPS) and config.steps == 1
     adv = training_attack.noisy_fgsm(lambda z: z, x, lambda logits: loss_fn(logits), config, seed=3).numpy()
     # By hand: adv = x + u + eps * sign(w), u uniform in [-2 eps, 2 eps] (x = 0.5 leaves the

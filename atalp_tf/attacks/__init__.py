@@ -5,7 +5,8 @@
   score and query into its expectation over a randomised model's draws.
 * ``pgd``: ``PGDConfig``, random starts, the step every PGD-like update shares, PGD itself and
   ``compile_attack``. Training and evaluation use the same code.
-* ``training``: what a training attack of each kind (PGD, FGSM-RS, free) means.
+* ``training_attack``: ``TrainingAttack``, what a training attack of each kind (PGD, FGSM-RS,
+  free, N-FGSM) means, and the PGD that tests a training run.
 * ``apgd``, ``fab``, ``square``, ``rays``: APGD-CE / APGD-T, FAB-T, Square and RayS, each
   checked against its reference implementation's accounting;
 * ``autoattack``: the standard AutoAttack over them, and its randomised version.

@@ -20,6 +20,7 @@ import numpy as np
 from atalp_tf import atomic
 from atalp_tf import pixels
 from atalp_tf import plots
+from atalp_tf.attacks import training_attack
 from atalp_tf.attacks.pgd import PGDConfig
 from atalp_tf.attacks.pgd import compile_attack
 from atalp_tf.datasets.images import IMAGE_EXTENSIONS
@@ -120,7 +121,8 @@ class Session:
             ids = np.argmax(loaded[0](images, training=False), -1).astype(np.int32)
         with writing_into(out_dir, "atalp_tf.visualize"):
             os.makedirs(out_dir, exist_ok=True)
-        attack = PGDConfig(eps, step_size or eps / 4, steps)
+        # The PGD a training run is tested with, so the pictures show the attack its figures saw.
+        attack = training_attack.evaluation(eps, step_size=step_size, steps=steps)
         return cls(loaded, names, list(paths), images, ids, class_names, bool(labels), attack, seed, out_dir, overwrite)
 
     @contextlib.contextmanager

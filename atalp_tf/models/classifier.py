@@ -28,7 +28,7 @@ momentum, as ``SGD(weight_decay=...)`` does in the PyTorch code of Madry et al. 
 the optimizer's own ``weight_decay`` is decoupled (``atalp_tf.optimizers``).
 
 ``attack`` chooses how the adversarial examples are made, at the same objective (what each
-kind means, its default step and its warnings: ``atalp_tf.attacks.training``). With
+kind means, its default step and its warnings: ``atalp_tf.attacks.training_attack``). With
 ``free``, each batch is replayed ``free_replays`` times; every replay's one backward pass
 gives both the weights' gradient and the input's, so the perturbation climbs by one PGD step
 while the weights descend. The perturbation starts uniform in the ball for each batch, not
@@ -48,13 +48,12 @@ import tensorflow as tf
 
 from atalp_tf import losses
 from atalp_tf.attacks import pgd
-from atalp_tf.attacks import training as training_attack
+from atalp_tf.attacks import training_attack
 from atalp_tf.choices import BN_BATCHES
 from atalp_tf.choices import CLEAN_CE_METHODS
 from atalp_tf.choices import METHODS
 from atalp_tf.choices import OBJECTIVES
 from atalp_tf.choices import PAIRED_METHODS
-from atalp_tf.choices import TRAIN_ATTACKS
 from atalp_tf.choices import resolve_bn_batches
 from atalp_tf.errors import Advice
 from atalp_tf.models import objectives
@@ -100,7 +99,9 @@ class RobustClassifier(keras.Model):
         train_attack: ``PGDConfig`` (or its dict) for training; required unless ``standard``.
         eval_attack: ``PGDConfig`` for ``evaluate``; defaults to ``train_attack``.
         seed: seed of the attacks' random starts.
-        attack: one of ``TRAIN_ATTACKS``: how ``train_step`` makes its adversarial examples.
+        attack: how ``train_step`` makes its adversarial examples: one of ``TRAIN_ATTACKS``, or
+            an ``attacks.training_attack.TrainingAttack`` that holds the kind, its settings and replays
+            (then ``train_attack`` and ``free_replays`` stay unset).
         free_replays: how often ``attack="free"`` replays each batch.
         clean_ce_weight: share ``w`` of clean cross-entropy in ``alp``, ``at`` and ``at_alp``.
         bn_batches: ``joint``, ``separate`` or ``auto`` (the method's reference).
@@ -122,7 +123,7 @@ class RobustClassifier(keras.Model):
         train_attack: pgd.PGDConfig | dict | None = None,
         eval_attack: pgd.PGDConfig | dict | None = None,
         seed: int | None = None,
-        attack: str = "pgd",
+        attack: str | training_attack.TrainingAttack = "pgd",
         free_replays: int = 4,
         clean_ce_weight: float = 0.0,
         bn_batches: str = "auto",
@@ -137,14 +138,17 @@ class RobustClassifier(keras.Model):
         for weight_name, weight in (("alpha", alpha), ("beta", beta), ("trades_beta", trades_beta)):
             if weight < 0:
                 raise ValueError(f"`{weight_name}` must be >= 0. Received: {weight_name}={weight}")
-        train_attack = pgd.PGDConfig.coerce(train_attack, "train_attack")
-        eval_attack = pgd.PGDConfig.coerce(eval_attack, "eval_attack") or train_attack
-        if OBJECTIVES[method].adversarial and train_attack is None:
+        if isinstance(attack, training_attack.TrainingAttack):
+            if train_attack is not None or free_replays != 4:
+                raise ValueError("`attack` is a TrainingAttack, which holds its settings: leave `train_attack` "
+                                 "and `free_replays` unset")
+        else:
+            attack = training_attack.TrainingAttack(attack, train_attack, free_replays)
+        eval_attack = pgd.PGDConfig.coerce(eval_attack, "eval_attack") or attack.config
+        if OBJECTIVES[method].adversarial and attack.config is None:
             raise ValueError(f"method={method!r} trains on adversarial examples: pass `train_attack`")
-        if attack not in TRAIN_ATTACKS:
-            raise ValueError(f"`attack` must be one of {TRAIN_ATTACKS}. Received: attack={attack!r}")
-        if not OBJECTIVES[method].adversarial and attack != "pgd":
-            raise ValueError(f"method='standard' trains without attacks, so attack={attack!r} would do nothing")
+        if not OBJECTIVES[method].adversarial and attack.kind != "pgd":
+            raise ValueError(f"method='standard' trains without attacks, so attack={attack.kind!r} would do nothing")
         if not 0 <= clean_ce_weight <= 1:
             raise ValueError(f"`clean_ce_weight` must be in [0, 1]. Received: clean_ce_weight={clean_ce_weight}")
         if clean_ce_weight and method not in CLEAN_CE_METHODS:
@@ -163,11 +167,9 @@ class RobustClassifier(keras.Model):
             raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         if not 0 <= ema_momentum < 1:
             raise ValueError(f"`ema_momentum` must be in [0, 1). Received: ema_momentum={ema_momentum}")
-        if int(free_replays) != free_replays or free_replays < 1:
-            raise ValueError(f"`free_replays` must be a positive integer. Received: free_replays={free_replays}")
         # The evaluation attack defaults to the training one, whose step may rightly exceed a
         # PGD step: only the command line, where an evaluation step is chosen, questions it.
-        for message in training_attack.advice(attack, train_attack) if OBJECTIVES[method].adversarial else []:
+        for message in attack.advice() if OBJECTIVES[method].adversarial else []:
             warnings.warn(Advice(message), stacklevel=2)
         if not isinstance(model, keras.Model):
             raise ValueError(f"`model` must be a Keras model. Received: model={model!r}")
@@ -201,11 +203,9 @@ class RobustClassifier(keras.Model):
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.trades_beta = float(trades_beta)
-        self.train_attack = train_attack
+        self.training_attack = attack
         self.eval_attack = eval_attack
         self.seed = seed
-        self.attack = attack
-        self.free_replays = int(free_replays)
         self.clean_ce_weight = float(clean_ce_weight)
         self.bn_batches = resolve_bn_batches(method, bn_batches)
         self.weight_decay = float(weight_decay)
@@ -280,17 +280,32 @@ class RobustClassifier(keras.Model):
                 self.optimizer.build(self.trainable_variables)
 
     @property
+    def train_attack(self):
+        """The training attack's ``PGDConfig`` (None for ``standard``)."""
+        return self.training_attack.config
+
+    @property
+    def attack(self):
+        """The training attack's kind, one of ``TRAIN_ATTACKS``."""
+        return self.training_attack.kind
+
+    @property
+    def free_replays(self):
+        return self.training_attack.replays
+
+    @property
     def updates_per_batch(self):
         """Optimizer steps per batch: ``free_replays`` for free training, otherwise 1."""
-        return self.free_replays if self.attack == "free" else 1
+        return self.training_attack.updates_per_batch
 
     def _inference_logits(self, images):
         return self.backbone(images, training=False)["logits"]
 
-    def adversarial_examples(self, images, labels, config):
-        """The examples the method trains on for this batch: ``config``'s attack as the
-        training attack's kind runs it, against the method's attack loss."""
-        config = training_attack.as_run(self.attack, config)
+    def adversarial_examples(self, images, labels, config=None):
+        """The examples the method trains on for this batch: ``config``'s attack (default the
+        training attack's) as the training attack's kind runs it, against the method's attack
+        loss."""
+        config = self.training_attack.run_config(config)
         start = None
         if OBJECTIVES[self.method].attack_loss == "kl":
             # TRADES maximises the KL to the clean prediction, not the cross-entropy.
@@ -301,9 +316,8 @@ class RobustClassifier(keras.Model):
                 start = pgd.gaussian_start(images, self.seed_generator)
         else:
             loss_fn = pgd.objective(config, labels)
-        if self.attack == "n_fgsm":
-            return training_attack.noisy_fgsm(self._inference_logits, images, loss_fn, config, seed=self.seed_generator)
-        return pgd.pgd(self._inference_logits, images, loss_fn, config, seed=self.seed_generator, start=start)
+        return self.training_attack.examples(self._inference_logits, images, loss_fn, config=config,
+                                             seed=self.seed_generator, start=start)
 
     def _per_example_losses(self, images, labels, adv_images, training):
         """Dict of per-example loss terms and the logits they came from (``objectives``)."""

@@ -35,7 +35,6 @@ from atalp_tf.errors import MissingPath
 from atalp_tf.errors import ModelFileError
 from atalp_tf.errors import UserError
 from atalp_tf.runs.lock import RunLock
-from atalp_tf.training import options
 
 
 class ModelDirInUse(UserError, FileExistsError):
@@ -253,37 +252,6 @@ def locate(path, checkpoint="final"):
 
 # What runs made before a setting existed did, where that differs from the setting's default.
 _LEGACY = {"bn_batches": "joint"}
-def _flatten(values, prefix=""):
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _show(field, value):
-    if value is None:
-        return "unset"
-    if options.is_pixel(field) and isinstance(value, float):
-        return pixels.fraction(value)
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value) or "none"
-    return str(value)
-
-
-def flag_differences(saved, current):
-    """``["`batch_size`: 128 then, 8 now", ...]`` for the settings that differ, named by their
-    flags (``training.options``)."""
-    saved, current = _flatten(saved), _flatten(current)
-    lines = {}
-    for field in sorted(set(saved) | set(current)):
-        then, now = saved.get(field), current.get(field)
-        if then != now:
-            flag = options.flag_of(field)
-            lines.setdefault(flag, f"`{flag}`: {_show(field, then)} then, {_show(field, now)} now")
-    return list(lines.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,7 +356,7 @@ def _differences_from_saved(run, config):
         saved.setdefault(name, _LEGACY.get(name, default))
     for values in (saved, current):  # "auto" is compared as what it means for the method
         values["bn_batches"] = resolve_bn_batches(values["method"], values["bn_batches"])
-    return flag_differences(saved, current)
+    return config.flag_differences(saved, current)
 
 
 def claim(config, chosen, log=None):

@@ -13,7 +13,11 @@ settings never seen before take their defaults.
 import dataclasses
 
 from atalp_tf.attacks.pgd import PGDConfig
+from atalp_tf.attacks.training_attack import TrainingAttack
+from atalp_tf.attacks.training_attack import evaluation
+from atalp_tf.choices import OBJECTIVES
 from atalp_tf.datasets import DataConfig
+from atalp_tf.training import options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +51,12 @@ class AdversarySettings:
     def __post_init__(self):
         for name in ("train_attack", "eval_attack"):
             object.__setattr__(self, name, PGDConfig.coerce(getattr(self, name), name))
+
+    @property
+    def training_attack(self):
+        """The training attack as the one value the classifier takes (``run_config.json`` keeps
+        its three settings as they always were)."""
+        return TrainingAttack(self.attack, self.train_attack, self.free_replays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +150,32 @@ class TrainConfig:
             values.pop("seed")  # the new data's seed is the run's
         values.update(flat)
         return TrainConfig.from_flat(**values)
+
+    @classmethod
+    def from_settings(cls, settings):
+        """A config from the training command's settings (``options.settings``: ``{path: value}``,
+        the data's and the attacks' paths dotted). The attacks are made as the adversary says:
+        the training attack by its kind (``TrainingAttack.make``: the kind's default step, one
+        step for the single-step kinds; none for a method that trains on clean examples only),
+        the test attack at the training eps unless its own is given, with its default step."""
+        flat, nested = {}, {"data": {}, "train_attack": {}, "eval_attack": {}}
+        for path, value in settings.items():
+            head, _, rest = path.partition(".")
+            if rest:
+                nested[head][rest] = value
+            else:
+                flat[path] = value
+        train, test = nested["train_attack"], nested["eval_attack"]
+        adversarial = OBJECTIVES[flat["method"]].adversarial
+        train_attack = TrainingAttack.make(flat["attack"], **train).config if adversarial else None
+        test_attack = evaluation(test.pop("eps") or train["eps"], **test)
+        return cls.from_flat(**flat, data=nested["data"], train_attack=train_attack, eval_attack=test_attack)
+
+    @staticmethod
+    def flag_differences(saved, current):
+        """``["`batch_size`: 128 then, 8 now", ...]``: the settings that differ between two
+        ``identity`` dicts, named by the training command's flags."""
+        return options.differences(saved, current)
 
     def identity(self):
         """The flat settings that must be the same for a run to resume: all but the runtime's

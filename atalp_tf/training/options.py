@@ -4,8 +4,9 @@ check and how the flag's value becomes the setting's.
 The command line defines its flags from ``GROUPS`` in order (its ``--help`` shows them in
 these groups, the configuration's own: ``data``, ``model``, ``objective``, ``adversary``,
 ``optimizer``, ``runtime``, and ``run`` for the settings at the top of ``TrainConfig``), builds
-the configuration back from their values (``config``), and the run directory names a changed
-setting by its flag (``flag_of``). Settings with no flag are in ``INTERNAL``, each with why.
+the configuration back from their values (``settings``, then ``TrainConfig.from_settings``),
+and a run that cannot resume names the settings that changed by their flags (``differences``).
+Settings with no flag are in ``INTERNAL``, each with why.
 
 Importable without TensorFlow, so a mistyped flag fails before any work starts. A setting's
 path is its key in ``run_config.json`` with the data's and the attacks' keys nested:
@@ -17,6 +18,7 @@ import os
 import typing
 
 from atalp_tf import choices
+from atalp_tf import pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,28 +239,45 @@ def is_pixel(field):
     return option is not None and option.kind == "pixel"
 
 
-def config(values):
-    """The ``TrainConfig`` of the flags' ``values`` (``{flag: value}``, the command's parsed flags).
+def _flatten(values, prefix=""):
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
-    The attacks are made as the adversary says: the training attack by its kind
-    (``attacks.training.config``: the kind's default step, one step for the single-step kinds;
-    none for a method that trains on clean examples only), the test attack at ``--eps`` unless
-    ``--eval_eps`` is given, with its default step."""
-    from atalp_tf.attacks import training as training_attack
-    from atalp_tf.training.config import TrainConfig
 
-    flat, nested = {}, {"data": {}, "train_attack": {}, "eval_attack": {}}
+def _show(field, value):
+    if value is None:
+        return "unset"
+    if is_pixel(field) and isinstance(value, float):
+        return pixels.fraction(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def differences(saved, current):
+    """``["`batch_size`: 128 then, 8 now", ...]`` for the settings that differ, named by their
+    flags; ``saved`` and ``current`` are flat settings (``TrainConfig.identity``)."""
+    saved, current = _flatten(saved), _flatten(current)
+    lines = {}
+    for field in sorted(set(saved) | set(current)):
+        then, now = saved.get(field), current.get(field)
+        if then != now:
+            flag = flag_of(field)
+            lines.setdefault(flag, f"`{flag}`: {_show(field, then)} then, {_show(field, now)} now")
+    return list(lines.values())
+
+
+def settings(values):
+    """The settings the flags' ``values`` (``{flag: value}``, the command's parsed flags) give,
+    as ``{path: value}`` (``TrainConfig.from_settings`` makes the configuration of them)."""
+    given = {}
     for option in OPTIONS:
         value = values[option.flag]
         value = option.parse(value) if option.parse else value
-        for field in option.fields:
-            head, _, rest = field.partition(".")
-            if rest:
-                nested[head][rest] = value
-            else:
-                flat[field] = value
-    train, test = nested["train_attack"], nested["eval_attack"]
-    adversarial = choices.OBJECTIVES[flat["method"]].adversarial
-    train_attack = training_attack.config(flat["attack"], **train) if adversarial else None
-    test_attack = training_attack.evaluation(test.pop("eps") or train["eps"], **test)
-    return TrainConfig.from_flat(**flat, data=nested["data"], train_attack=train_attack, eval_attack=test_attack)
+        given.update(dict.fromkeys(option.fields, value))
+    return given

@@ -96,8 +96,7 @@ def build_model(config, num_classes, image_shape):
     return RobustClassifier(
         backbone, method=objective.method, alpha=objective.alpha, beta=objective.beta,
         trades_beta=objective.trades_beta, clean_ce_weight=objective.clean_ce_weight,
-        bn_batches=objective.bn_batches, train_attack=adversary.train_attack,
-        eval_attack=adversary.eval_attack, attack=adversary.attack, free_replays=adversary.free_replays,
+        bn_batches=objective.bn_batches, attack=adversary.training_attack, eval_attack=adversary.eval_attack,
         seed=config.seed, weight_decay=coupled, ema_momentum=config.optimizer.ema_momentum,
     )
 
@@ -119,7 +118,8 @@ def _guard(config):
     if action not in choices.OVERFIT_GUARDS:
         raise ValueError(f"`overfit_guard` must be one of {choices.OVERFIT_GUARDS}. Received: {action!r}")
     if action == "auto":
-        single_step = config.adversary.attack != "pgd" and choices.OBJECTIVES[config.objective.method].adversarial
+        single_step = config.adversary.training_attack.single_step and choices.OBJECTIVES[
+            config.objective.method].adversarial
         action = "stop" if single_step else "off"
     if action == "off":
         return None
@@ -149,10 +149,8 @@ def describe_run(config, data, model, resume_point=None):
         objective = "standard training (no attack)"
     else:
         attack = adversary.train_attack
-        how = {"pgd": f"PGD-{attack.steps}", "fgsm_rs": "FGSM-RS", "free": f"free ({adversary.free_replays} replays)",
-               "n_fgsm": "N-FGSM"}
         objective = (
-            f"{method} with {how[adversary.attack]} at eps {pixels.fraction(attack.eps)}, "
+            f"{method} with {adversary.training_attack.describe()} at eps {pixels.fraction(attack.eps)}, "
             f"step {pixels.fraction(attack.step_size)}"
         )
     names = ", ".join(data.class_names[:6]) + (", ..." if len(data.class_names) > 6 else "")
