@@ -194,9 +194,11 @@ def test_ctrl_c_stops_with_one_line_that_says_how_to_resume(tmp_path):
 
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    # 2,000 epochs: on a loaded machine this process may read the second epoch's line long
+    # after it was written, and a 200-epoch run once finished (exit 0) before the interrupt came.
     process = subprocess.Popen(
         [sys.executable, "-m", "atalp_tf.train", f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}",
-         "--image_size=8", "--width=4", "--epochs=200", "--attack_steps=1", "--eval_steps=1", "--verbose=2"],
+         "--image_size=8", "--width=4", "--epochs=2000", "--attack_steps=1", "--eval_steps=1", "--verbose=2"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     for line in process.stdout:
