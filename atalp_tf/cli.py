@@ -99,6 +99,8 @@ def define_options(groups):
                 _DEFINE[option.kind](option.flag, option.default, option.help, required=option.required, **bounds)
             if option.check:
                 flags.register_validator(option.flag, option.check[0], message=option.check[1])
+            if option.exists:
+                require_existing(option.flag, *option.exists)
     return {group: [option.flag for option in options] for group, options in groups.items()}
 
 

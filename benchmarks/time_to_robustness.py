@@ -184,7 +184,7 @@ def _judge(row, data_dir, out_dir, examples):
     return test
 
 
-def _one_thread_each(threads):
+def _threads_per_judge(threads):
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -206,7 +206,7 @@ def _judge_all(rows, save):
 
     threads = max(1, (os.cpu_count() or 1) // _JUDGES.value)
     with concurrent.futures.ProcessPoolExecutor(
-        _JUDGES.value, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread_each,
+        _JUDGES.value, mp_context=multiprocessing.get_context("spawn"), initializer=_threads_per_judge,
         initargs=(threads,),
     ) as pool:
         futures = {pool.submit(_judge, row, *settings): row for row in rows}

@@ -305,7 +305,7 @@ class RobustClassifier(keras.Model):
         """The examples the method trains on for this batch: ``config``'s attack (default the
         training attack's) as the training attack's kind runs it, against the method's attack
         loss."""
-        config = self.training_attack.run_config(config)
+        config = config or self.train_attack
         start = None
         if OBJECTIVES[self.method].attack_loss == "kl":
             # TRADES maximises the KL to the clean prediction, not the cross-entropy.

@@ -29,7 +29,8 @@ class Option:
     or ``pixel`` (a value in the pixel range, written ``8/255``). ``fields``: the setting paths
     it sets (the attacks' norm and random start are one flag for both). ``parse``: flag value
     to setting (``0`` to None, say), identity by default. ``check``: ``(predicate, message)``
-    on the flag's value, beyond its kind and bounds.
+    on the flag's value, beyond its kind and bounds. ``exists``: ``(kind, requirement)`` of a
+    path that must exist when given (``cli.require_existing``'s arguments).
     """
 
     flag: str
@@ -43,6 +44,7 @@ class Option:
     required: bool = False
     parse: typing.Callable | None = None
     check: tuple | None = None
+    exists: tuple | None = None
 
 
 def _option(flag, field, kind, default, help_text, **kwargs):
@@ -51,10 +53,6 @@ def _option(flag, field, kind, default, help_text, **kwargs):
 
 def _zero_is_none(value):
     return value or None
-
-
-def _exists_or_unset(isfile):
-    return lambda value: value is None or isfile(value)
 
 
 def _increasing_epochs(values):
@@ -96,7 +94,7 @@ GROUPS = {
                 "Cache decoded images: '' (off), 'memory', or a file path prefix."),
         _option("split_file", "data.split_file", "string", None,
                 "split.json of an earlier run, to train and test on the same images.",
-                check=(_exists_or_unset(os.path.isfile), "--split_file must be an existing split.json")),
+                exists=("file", "be an existing split.json")),
         _option("split_index", "data.split_index", "integer", 1, "Which of datasplits.mat's 17 Flowers splits to use.",
                 lower=1, upper=3),
     ),
