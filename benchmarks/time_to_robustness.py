@@ -191,15 +191,32 @@ def _threads_per_judge(threads):
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _judge_all(rows, save):
-    """Judges ``rows`` in order, filling in each row's test and saving after each. With
-    ``--judges=N``, N processes share the cores: AutoAttack's later attacks run on the hundred
-    or so examples still robust, where one process keeps two cores only about 60% busy."""
+def _judge_all(runs, rows, save, commit):
+    """Judges ``rows`` in _judging_order, filling in each row's test (with the commit that judged
+    it) and saving after each. Rows whose model files are gone are trained again first
+    (_recover), a run at a time in the order its rows are to be judged. With ``--judges=N``, N
+    processes share the cores and judge each recovered run while the next one trains: only the
+    AutoAttack figures of a retrained run count, and they are the same however busy the machine
+    is (the recorded wall time stays). AutoAttack's later attacks run on the hundred or so
+    examples still robust, where one process keeps two cores only about 60% busy."""
+    rows = sorted(rows, key=_judging_order)
+    missing = {}
+    for row in rows:
+        if not os.path.exists(row["model_file"]):
+            missing.setdefault((row["recipe"].removesuffix(AVERAGED), row["seed"]), _judging_order(row))
+    recovered = sorted(missing, key=missing.get)
+
+    def judged(row, test):
+        row["test"] = {**test, "commit": commit}
+        save()
+
     settings = (_DATA_DIR.value, _OUT_DIR.value, _EXAMPLES.value)
     if _JUDGES.value == 1:
-        for row in rows:
-            row["test"] = _judge(row, *settings)
+        for name, seed in recovered:
+            _recover(runs, name, seed)
             save()
+        for row in rows:
+            judged(row, _judge(row, *settings))
         return
     import concurrent.futures
     import multiprocessing
@@ -209,10 +226,25 @@ def _judge_all(rows, save):
         _JUDGES.value, mp_context=multiprocessing.get_context("spawn"), initializer=_threads_per_judge,
         initargs=(threads,),
     ) as pool:
-        futures = {pool.submit(_judge, row, *settings): row for row in rows}
-        for future in concurrent.futures.as_completed(futures):
-            futures[future]["test"] = future.result()
+        futures = {}
+
+        def submit(batch):
+            for row in batch:
+                futures[pool.submit(_judge, row, *settings)] = row
+
+        def collect(timeout):
+            done, _ = concurrent.futures.wait(futures, timeout=timeout)
+            for future in done:
+                judged(futures.pop(future), future.result())
+
+        submit([row for row in rows if os.path.exists(row["model_file"])])
+        for name, seed in recovered:
+            _recover(runs, name, seed)
             save()
+            submit([row for row in rows if row["recipe"].removesuffix(AVERAGED) == name and row["seed"] == seed])
+            collect(timeout=0)
+        while futures:
+            collect(timeout=None)
 
 
 def _recover(runs, name, seed):
@@ -371,12 +403,7 @@ def main(argv):
             if not any(r["recipe"] == name and r["seed"] == seed for r in runs):
                 runs.extend(_train(name, seed))
                 save()
-    todo = sorted((r for r in runs if r["test"] is None), key=_judging_order)
-    for name, seed in sorted({(r["recipe"].removesuffix(AVERAGED), r["seed"]) for r in todo
-                              if not os.path.exists(r["model_file"])}):
-        _recover(runs, name, seed)
-        save()
-    _judge_all(todo, save)
+    _judge_all(runs, [r for r in runs if r["test"] is None], save, commit)
     summary = _summary(runs)
     print("\n" + _table(summary))
     if _PLOT.value:
