@@ -239,9 +239,9 @@ def _judge_all(runs, rows, save, commit):
 
         submit([row for row in rows if os.path.exists(row["model_file"])])
         for name, seed in recovered:
-            _recover(runs, name, seed)
+            retrained = _recover(runs, name, seed)
             save()
-            submit([row for row in rows if row["recipe"].removesuffix(AVERAGED) == name and row["seed"] == seed])
+            submit([row for row in retrained if row["test"] is None])
             collect(timeout=0)
         while futures:
             collect(timeout=None)
@@ -251,7 +251,7 @@ def _recover(runs, name, seed):
     """Trains ``name`` from ``seed`` again for the model files of its rows, which are gone (the
     runs directory of another machine or session), and checks that it is the same run: its
     validation curve must match the recorded one, accuracy for accuracy (the runs are seeded).
-    The rows keep the wall time of the run that was timed."""
+    The rows keep the wall time of the run that was timed; returns them."""
     recorded = [r for r in runs if r["recipe"].removesuffix(AVERAGED) == name and r["seed"] == seed]
     again = {r["recipe"]: r for r in _train(name, seed)}
     want = [point[1:] for point in recorded[0]["curve"]]
@@ -261,6 +261,7 @@ def _recover(runs, name, seed):
                          f"{want}): its recorded time cannot be paired with this model; train it anew")
     for row in recorded:
         row["model_file"] = again[row["recipe"]]["model_file"]
+    return recorded
 
 
 def _single_step(recipe):
