@@ -257,7 +257,7 @@ def test_one_trace_per_input_shape_over_epochs_and_no_host_calls(attack, digits1
 
 
 @pytest.mark.slow
-def test_validation_every_n_epochs_on_a_fixed_subset_with_its_own_cheaper_attack(tmp_path):
+def test_validation_every_n_epochs_on_a_fixed_subset_with_its_own_cheaper_attack(tmp_path, monkeypatch):
     from atalp_tf.datasets import DataConfig
     from atalp_tf.models.classifier import RobustClassifier
     from atalp_tf.training import trainer
@@ -269,12 +269,22 @@ def test_validation_every_n_epochs_on_a_fixed_subset_with_its_own_cheaper_attack
         eval_attack=PGDConfig(0.1, 0.025, 5), epochs=3, schedule="onecycle", learning_rate=0.05,
         val_steps=2, validate_every=2, val_examples=40, verbose=2, export=False,
     )
-    lines = []
+    lines, tested = [], []
+    evaluate = trainer.evaluate
+
+    def counted(*args):
+        tested.append(evaluate(*args))
+        return tested[-1]
+
+    monkeypatch.setattr(trainer, "evaluate", counted)
     results = trainer.run(config, log=lines.append)
     epochs = [line for line in lines if line.startswith("epoch ")]
     # Validated after epoch 2 and at the last; not after epoch 1.
     assert [" | val " in line for line in epochs] == [False, True, True]
     assert results["best_epoch"] in (2, 3)
+    # The best model is tested apart only when it is not the last one.
+    assert len(tested) == (1 if results["best_epoch"] == 3 else 2)
+    assert results["test_best"] == tested[-1] and results["test_last"] == tested[0]
     # Validation attacked 40 examples with 2 steps; the saved model keeps the test attack.
     saved = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
     assert isinstance(saved, RobustClassifier) and saved.eval_attack.steps == 5

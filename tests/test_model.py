@@ -140,6 +140,13 @@ def test_keras_file_round_trip_keeps_logits_and_config(tmp_path, digits16):
     assert (restored.method, restored.alpha, restored.beta) == ("at_alp", 0.3, 2.0)
     assert restored.train_attack == ATTACK and restored.eval_attack == ATTACK
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    # The weights read back exactly, and one value one float step away is told apart.
+    assert restored.holds_weights_of(model)
+    kernel = restored.backbone.trainable_weights[0]
+    values = kernel.numpy()
+    values.flat[0] = np.nextafter(values.flat[0], np.inf)
+    kernel.assign(values)
+    assert not restored.holds_weights_of(model)
 
 
 @pytest.mark.slow

@@ -44,6 +44,7 @@ import contextlib
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from atalp_tf import losses
@@ -264,6 +265,14 @@ class RobustClassifier(keras.Model):
         finally:
             for variable, value in zip(self._averaged, own):
                 variable.assign(value)
+
+    def holds_weights_of(self, other):
+        """Whether this model's network weights equal ``other``'s, value for value (a run whose
+        best epoch was its last saves the same weights twice)."""
+        mine, theirs = self.backbone.get_weights(), other.backbone.get_weights()
+        return len(mine) == len(theirs) and all(
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(mine, theirs)
+        )
 
     @property
     def metrics(self):
