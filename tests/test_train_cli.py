@@ -194,13 +194,19 @@ def test_ctrl_c_stops_with_one_line_that_says_how_to_resume(tmp_path):
 
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    # 2,000 epochs: on a loaded machine this process may read the second epoch's line long
-    # after it was written, and a 200-epoch run once finished (exit 0) before the interrupt came.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "atalp_tf.train", f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}",
-         "--image_size=8", "--width=4", "--epochs=2000", "--attack_steps=1", "--eval_steps=1", "--verbose=2"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    # A suite started in the background of a shell (`cmd &`, nohup) runs with SIGINT ignored,
+    # and an ignored signal stays ignored in a child: the run would never see the Ctrl-C and
+    # train all its epochs. A handled signal is reset to its default in a child instead, so
+    # the run is started while this process handles SIGINT.
+    handled = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "atalp_tf.train", f"--flagfile={QUICKSTART}", f"--model_dir={tmp_path / 'run'}",
+             "--image_size=8", "--width=4", "--epochs=2000", "--attack_steps=1", "--eval_steps=1", "--verbose=2"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+    finally:
+        signal.signal(signal.SIGINT, handled)
     for line in process.stdout:
         if line.startswith("epoch  2/"):
             break
