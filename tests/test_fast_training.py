@@ -283,8 +283,10 @@ def test_validation_every_n_epochs_on_a_fixed_subset_with_its_own_cheaper_attack
     assert [" | val " in line for line in epochs] == [False, True, True]
     assert results["best_epoch"] in (2, 3)
     # The best model is tested apart only when it is not the last one.
-    assert len(tested) == (1 if results["best_epoch"] == 3 else 2)
+    assert results["best_is_last"] == (results["best_epoch"] == 3)
+    assert len(tested) == (1 if results["best_is_last"] else 2)
     assert results["test_best"] == tested[-1] and results["test_last"] == tested[0]
+    assert ("tested once" in "\n".join(trainer.summary(results))) == results["best_is_last"]
     # Validation attacked 40 examples with 2 steps; the saved model keeps the test attack.
     saved = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
     assert isinstance(saved, RobustClassifier) and saved.eval_attack.steps == 5

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -65,12 +66,31 @@ def test_a_gpu_suite_runs_every_method_and_writes_its_table(name, folder, tmp_pa
         assert os.path.isfile(tmp_path / "source" / "model.keras")
     assert (tmp_path / "settings.json").is_file() and (tmp_path / "timing.json").is_file()
     assert not os.path.exists(tmp_path / "at_alp" / "export")  # model.keras is all a table needs
-    # Started again, it redoes nothing.
+    # One epoch each, so every best epoch is the last: the best rows repeat the last's figures
+    # without a second evaluation.
+    for method in suite.methods:
+        assert json.loads((tmp_path / method / "results.json").read_text())["best_is_last"]
+        assert not os.path.exists(tmp_path / method / "evaluation_best")
+    assert _figures(rows, "best") == _figures(rows, "last")
+    assert sum("the best epoch was the last" in m for m in logged) == len(suite.methods)
+    # Started again, it redoes nothing; told that one run's best epoch was not its last, it
+    # evaluates that run's best.keras, and the same weights give the figures it had reused.
+    results_file = tmp_path / suite.methods[-1] / "results.json"
+    results_file.write_text(json.dumps(dict(json.loads(results_file.read_text()), best_is_last=False)))
     logged.clear()
     reproduction.run_suite(suite, str(tmp_path), log=logged.append)
     assert sum("trained already" in m for m in logged) == len(suite.methods) + bool(suite.source)
-    assert sum("evaluated already" in m for m in logged) == 2 * len(suite.methods)
+    assert sum("evaluated already" in m for m in logged) == len(suite.methods)
+    assert sum("the best epoch was the last" in m for m in logged) == len(suite.methods) - 1
+    assert sum(" evaluating " in m for m in logged) == 1
+    assert os.path.isfile(tmp_path / suite.methods[-1] / "evaluation_best" / "evaluation.json")
     assert not any("training in" in m for m in logged)
+    with open(tmp_path / "table.csv") as f:
+        assert _figures(list(csv.DictReader(f)), "best") == _figures(rows, "last")
+
+
+def _figures(rows, checkpoint):
+    return [{k: v for k, v in row.items() if k != "checkpoint"} for row in rows if row["checkpoint"] == checkpoint]
 
 
 def test_every_suite_builds_its_configs_and_attack_plans(folder, tmp_path):

@@ -6,7 +6,8 @@ model), each with its ``evaluation/``, plus:
 * ``settings.json``: the suite exactly as run (data, training and attack settings, seeds);
 * ``table.md`` and ``table.csv``: the table in the paper's shape, for the last epoch's model
   and for the best validation epoch's (each model_dir's ``evaluation/`` and
-  ``evaluation_best/``);
+  ``evaluation_best/``; a run whose best epoch was its last holds the same weights twice, so
+  its best row repeats the last's figures and it has no ``evaluation_best/``);
 * ``timing.json``: training hours per model (summed over the sessions of a resumed run);
 * ``accuracy_vs_iterations.png`` for transfer tables, with matplotlib (the paper's Figure 3).
 
@@ -81,10 +82,11 @@ def _train(config, timing, name, log):
         timing[name] = timing.get(name, 0.0) + (time.time() - started) / 3600
 
 
-def _evaluate(suite, config, source_file, log, checkpoint="last"):
+def _evaluate(suite, config, source_file, log, checkpoint="last", last=None):
     """One model's evaluation at its last epoch (model.keras) or its best validation epoch
     (checkpoints/best.keras; Rice et al.: robust overfitting can put several points between
-    them), into the run's ``evaluation/`` or ``evaluation_best/``."""
+    them), into the run's ``evaluation/`` or ``evaluation_best/``. ``last``: the last epoch's
+    evaluation, which stands for the best epoch's when the run found their weights equal."""
     run = RunDir(config.model_dir)
     out = run.evaluation_dir(checkpoint)
     path = os.path.join(out, report.JSON)
@@ -93,6 +95,10 @@ def _evaluate(suite, config, source_file, log, checkpoint="last"):
         log(f"[{name}] evaluated already: {path}")
         with open(path) as f:
             return json.load(f)
+    if last is not None and (run.results() or {}).get("best_is_last"):
+        # Same weights and the same seeded attacks: the figures could only repeat the last's.
+        log(f"[{name}] the best epoch was the last (the same weights): its figures are the last epoch's")
+        return last
     data = datasets.load(dataclasses.replace(config.data, batch_size=suite.evaluation.batch_size),
                          saved_split=run.file(RunDir.SPLIT))
     model_file = run.model_file("final" if checkpoint == "last" else checkpoint)
@@ -297,10 +303,8 @@ def run_suite(suite, out_dir, *, data_overrides=None, log=print, mask_dir=None, 
         rows = {m: _parts_row(suite, configs[m], pairs, out_dir, log) for m in suite.methods}
         return write_parts_table(suite, out_dir, rows)
     source_file = RunDir(configs["source"].model_dir).model_file() if suite.source else None
-    rows = {
-        checkpoint: {m: _evaluate(suite, configs[m], source_file, log, checkpoint) for m in suite.methods}
-        for checkpoint in RunDir.EVALUATIONS
-    }
+    rows = {"last": {m: _evaluate(suite, configs[m], source_file, log) for m in suite.methods}}
+    rows["best"] = {m: _evaluate(suite, configs[m], source_file, log, "best", rows["last"][m]) for m in suite.methods}
     lines = write_table(suite, out_dir, rows, timing)
     if suite.table == "transfer":
         problem = _figure(out_dir, rows["last"])

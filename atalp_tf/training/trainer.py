@@ -394,6 +394,7 @@ def _test(config, data, model, state, guard, plan, out, strategy):
         same = model.holds_weights_of(best)
     # Identical weights give identical figures (``evaluate`` fixes the random starts), so a
     # run whose best epoch was its last is tested once.
+    results["best_is_last"] = same
     results["test_best"] = dict(results["test_last"]) if same else evaluate(best, data.test, config.seed)
     return results
 
@@ -433,7 +434,10 @@ def summary(results):
     for name in ("last", "best"):
         scores = results[f"test_{name}"]
         lines.append(f"  {name:<6} {scores['clean_accuracy']:>10.4f} {scores['pgd_accuracy']:>10.4f}")
-    lines.append(f"  (best: {best} by validation PGD accuracy; both attacked from the same random starts)")
+    if results.get("best_is_last"):
+        lines.append(f"  (best: {best} by validation PGD accuracy, the last model's very weights: tested once)")
+    else:
+        lines.append(f"  (best: {best} by validation PGD accuracy; both attacked from the same random starts)")
     if "model_path" not in results:
         return lines + ["This worker is not the chief: the chief writes the model, export and results."]
     if results["skipped_files"]:
